@@ -1,0 +1,32 @@
+# Two commands for a fresh machine:
+#   make app    install what is missing, then train on the bundled sample data
+#   make test   install what is missing, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: app test sample bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU build of torch first: a bare "torch" would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+app: $(STAMP)
+	$(BIN)/python -m engine train --data sample_data --head group_shared --epochs 10
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+sample: $(STAMP)
+	$(BIN)/python -m engine generate --preset sample --out sample_data
+
+bench: $(STAMP)
+	$(BIN)/python -m engine bench
+
+clean:
+	rm -rf $(VENV) runs
