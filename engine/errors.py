@@ -1,0 +1,23 @@
+"""The engine's own exceptions: every bad input ends in one of these, with a message that names the problem."""
+
+
+class XMCError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class DatasetFormatError(XMCError, ValueError):
+    """A dataset file is malformed. The message names the file, the line and the problem.
+
+    >>> raise DatasetFormatError("train.txt", 17, "label id 212 >= num_labels 159")
+    Traceback (most recent call last):
+    engine.errors.DatasetFormatError: train.txt line 17: label id 212 >= num_labels 159
+    """
+
+    def __init__(self, path, line, problem):
+        self.path, self.line, self.problem = str(path), line, problem
+        where = self.path if line is None else f"{self.path} line {line}"
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(XMCError, ValueError):
+    """A setting is out of range or inconsistent; raised before anything is allocated."""
