@@ -1,0 +1,138 @@
+"""Command line: the same work as the app, for scripts.
+
+    python -m engine generate --preset sample --out sample_data
+    python -m engine train --data ../shared/datasets/delicious --head group_shared --fanin 64
+    python -m engine eval --run runs/20261125-171500-group_shared
+    python -m engine bench
+
+Bad input ends with a one-line message on stderr and exit code 2.
+"""
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import XMCError
+
+# defaults of `generate` without a preset; `train` takes its defaults from TrainConfig
+GENERATE_DEFAULTS = dict(n_points=4000, n_features=1000, n_labels=2000, n_clusters=50, alpha=1.0,
+                         mean_labels=4.0, mean_features=30.0, test_fraction=0.25, noise=0.1, seed=0)
+
+
+def cmd_generate(args):
+    from .data import SAMPLE_PRESET, generate, save_dataset
+    params = dict(SAMPLE_PRESET) if args.preset == "sample" else {}
+    params.update({k: v for k, v in vars(args).items() if k in GENERATE_DEFAULTS and v is not None})
+    params.setdefault("name", Path(args.out).name)
+    ds = generate(**{**GENERATE_DEFAULTS, **params})
+    save_dataset(ds, args.out)
+    s = ds.summary()
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in s.items()))
+
+
+def format_scores(record):
+    keys = [k for k in record if "@" in k]
+    return "  ".join(f"{k} {100 * record[k]:.2f}" for k in keys)
+
+
+def cmd_train(args):
+    from .runs import RunStore
+    from .train import TrainConfig, Trainer
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    trainer = Trainer(config)
+    run = RunStore(args.runs).create(config)
+    ds = trainer.dataset
+    print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
+          f"{ds.n_labels} labels), head {config.head}, {trainer.model.head_params():,} head parameters")
+    t0, last_eval = time.perf_counter(), None
+    with tqdm(total=trainer.total_steps, unit="step", dynamic_ncols=True) as bar:
+        for record in trainer.run():
+            run.append(record)
+            if record["kind"] == "step":
+                bar.update(1)
+                bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.3f}",
+                                **({"P@1": f"{100 * last_eval['P@1']:.2f}"} if last_eval else {}))
+            else:
+                last_eval = record
+                run.save_checkpoint(trainer.model)
+    elapsed = time.perf_counter() - t0
+    print(f"done in {elapsed:.1f} s ({elapsed / config.epochs:.2f} s/epoch), run stored in {run.path}")
+    print("test: " + format_scores(last_eval))
+
+
+def cmd_eval(args):
+    from .runs import Run, RunNotFoundError
+    from .train import Trainer
+    run = Run(args.run)
+    if not (run.path / "model.safetensors").exists():
+        raise RunNotFoundError(f"{run.path}: no checkpoint (model.safetensors) found")
+    config = run.config
+    if args.data:
+        config = dataclasses.replace(config, data=args.data)
+    trainer = Trainer(config)
+    run.load_checkpoint(trainer.model)
+    print(f"{run.id} on {trainer.dataset.name} test: " + format_scores(trainer.evaluate()))
+
+
+def cmd_bench(args):
+    from .bench import format_table, run_heads_bench
+    results = run_heads_bench(batch=args.batch, in_features=args.in_features, n_labels=args.labels,
+                              fanin=args.fanin, group_size=args.group_size, repeats=args.repeats)
+    print(format_table(results))
+
+
+def parse_bool(text):
+    if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("1", "true", "yes")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a synthetic dataset in the XC format")
+    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--preset", choices=["sample"], help="the bundled sample's parameters")
+    for name, default in GENERATE_DEFAULTS.items():
+        g.add_argument("--" + name.replace("_", "-"), type=type(default), help=f"default {default}")
+
+    t = sub.add_parser("train", help="train a model; records go to the run store")
+    t.add_argument("--runs", default="runs", help="run store directory")
+    from .train import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
+        t.add_argument("--" + f.name.replace("_", "-"), type=kind, help=f"default {f.default}")
+
+    e = sub.add_parser("eval", help="evaluate a stored run's checkpoint on the test split")
+    e.add_argument("--run", required=True, help="run directory, e.g. runs/<id>")
+    e.add_argument("--data", help="dataset directory (default: the run's own)")
+
+    b = sub.add_parser("bench", help="time the heads against nn.Linear and torch.sparse")
+    b.add_argument("--batch", type=int, default=256)
+    b.add_argument("--in-features", type=int, default=512)
+    b.add_argument("--labels", type=int, default=100_000)
+    b.add_argument("--fanin", type=int, default=32)
+    b.add_argument("--group-size", type=int, default=32)
+    b.add_argument("--repeats", type=int, default=5)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench}[args.command](args)
+    except XMCError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

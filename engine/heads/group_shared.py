@@ -1,0 +1,267 @@
+"""Group-shared fixed fan-in head: L labels in G groups of m; each group reads k of the d inputs.
+
+Shapes: X (B, d) -> Z (B, L), L = n_labels <= G·m, G = ceil(L / m) (the last group is padded).
+- idx: (G, k) int32, the k distinct inputs group g reads, each in [0, d)
+- W:   (G, m, k), label l = g·m + j has its own k weights
+- bias: (L,) optional
+
+    Z[b, g·m+j] = Σ_t W[g,j,t] · X[b, idx[g,t]]                 (+ bias[l])
+    dW[g,j,t]   = Σ_b dZ[b, g·m+j] · X[b, idx[g,t]]
+    dX[b, i]    = Σ_{(g,t): idx[g,t]=i} Σ_j dZ[b, g·m+j] · W[g,j,t]
+
+m = 1 is the plain fixed fan-in layer (every label its own k inputs): same code path.
+Padded labels (l >= L) are never returned and get no gradient.
+
+Order in this file: backends, the autograd Function (forward and backward side by side), the
+functional form (checks, then launch), the nn.Modules, index initialisation.
+"""
+
+import importlib
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ..errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# backends: the one place where a name becomes a kernel module
+
+# name -> module with forward(X, idx, W, bias, n_labels) -> Z and
+#                    backward(dZ, X, idx, W, need_input, need_weight, need_bias) -> (dX, dW, db),
+# numpy in, numpy out. A "cuda" backend (CuPy) will be registered here, with its own array
+# conversion in _to_backend / _from_backend.
+BACKENDS = {
+    "reference": "engine.heads.reference",   # float64 numpy, obviously correct; for tests
+    "cpu": "engine.heads.cpu",               # numba, parallel; the default
+}
+
+
+def resolve_backend(name):
+    """The backend name `name` stands for: "auto" -> "cpu" (for now), others checked."""
+    if name == "auto":
+        return "cpu"
+    if name not in BACKENDS:
+        raise ConfigError(f"backend={name!r}: expected 'auto' or one of {sorted(BACKENDS)}")
+    return name
+
+
+def get_backend(name):
+    """The kernel module of backend `name` (imported on first use: numba loads only if needed)."""
+    return importlib.import_module(BACKENDS[resolve_backend(name)])
+
+
+def _to_backend(t):
+    if t is None:
+        return None
+    if t.device.type != "cpu":
+        raise ValueError(f"the cpu and reference backends take CPU tensors, got one on {t.device}")
+    return t.detach().numpy()
+
+
+def _from_backend(a, dtype):
+    return None if a is None else torch.from_numpy(a).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd
+
+class GroupSharedFunction(torch.autograd.Function):
+    """Z = group_shared(X, idx, W, bias); backward gives dX, dW, dbias (one pass over dZ).
+
+    The cpu backend returns Z as a transposed view (F-ordered: Z.t() is contiguous), and reads
+    dZ in place in that layout or in the C-ordered one."""
+
+    @staticmethod
+    def forward(ctx, X, idx, W, bias, n_labels, backend):
+        be = get_backend(backend)
+        Z = be.forward(_to_backend(X), _to_backend(idx), _to_backend(W), _to_backend(bias), n_labels)
+        ctx.save_for_backward(X, idx, W)
+        ctx.backend = backend
+        return _from_backend(Z, X.dtype)                                # (B, L)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dZ):
+        X, idx, W = ctx.saved_tensors
+        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        if not (need_x or need_w or need_b):
+            return None, None, None, None, None, None
+        be = get_backend(ctx.backend)
+        dX, dW, db = be.backward(_to_backend(dZ), _to_backend(X), _to_backend(idx), _to_backend(W),
+                                 need_x, need_w, need_b)
+        return (_from_backend(dX, X.dtype), None, _from_backend(dW, W.dtype),
+                _from_backend(db, W.dtype), None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# functional form
+
+def group_shared_linear(X, idx, W, bias=None, backend="cpu", n_labels=None):
+    """Z (B, n_labels) = Σ_t W[g,j,t] · X[b, idx[g,t]] (+ bias); n_labels defaults to G·m.
+
+    X (B, d) float; idx (G, k) integer, distinct entries per row in [0, d); W (G, m, k) of X's
+    dtype; bias (n_labels,) or None. Checks shapes, dtypes and index ranges on every call
+    (O(G·k)); GroupSharedHead checks its index once, when it is set."""
+    if X.dim() != 2 or W.dim() != 3 or idx.dim() != 2:
+        raise ValueError(f"expected X (B, d), idx (G, k), W (G, m, k); got X {tuple(X.shape)}, "
+                         f"idx {tuple(idx.shape)}, W {tuple(W.shape)}")
+    G, m, k = W.shape
+    if tuple(idx.shape) != (G, k):
+        raise ValueError(f"idx has shape {tuple(idx.shape)}, W {tuple(W.shape)}: expected idx ({G}, {k})")
+    if X.dtype != W.dtype or not W.dtype.is_floating_point:
+        raise TypeError(f"X ({X.dtype}) and W ({W.dtype}) must share one floating dtype")
+    L = G * m if n_labels is None else int(n_labels)
+    if not (G - 1) * m < L <= G * m:
+        raise ValueError(f"n_labels={L} does not fit G={G} groups of m={m}")
+    if bias is not None and tuple(bias.shape) != (L,):
+        raise ValueError(f"bias has shape {tuple(bias.shape)}, expected ({L},)")
+    idx = check_index(idx, X.shape[1], G, k)
+    return GroupSharedFunction.apply(X, torch.from_numpy(idx), W, bias, L, resolve_backend(backend))
+
+
+def check_index(idx, d, G, k, what="idx"):
+    """idx as an int32 (G, k) numpy array, checked: shape, integer, in [0, d), distinct per row.
+    Raises ConfigError naming the first offence."""
+    a = idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+    if a.shape != (G, k):
+        raise ConfigError(f"{what} has shape {a.shape}, expected ({G}, {k}) (n_groups, fanin)")
+    if a.size == 0:
+        return np.ascontiguousarray(a, np.int32)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ConfigError(f"{what} has dtype {a.dtype}, expected an integer dtype")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi >= d:
+        g, t = np.argwhere((a < 0) | (a >= d))[0]
+        raise ConfigError(f"{what}[{g}, {t}] = {a[g, t]} is out of range [0, {d}) (in_features={d})")
+    s = np.sort(a, axis=1)
+    dup = s[:, 1:] == s[:, :-1]
+    if dup.any():
+        g, t = np.argwhere(dup)[0]
+        raise ConfigError(f"{what} row {g} repeats input {s[g, t]}: a group's inputs must be distinct")
+    return np.ascontiguousarray(a, np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# modules
+
+class GroupSharedHead(nn.Module):
+    """Output head: n_labels labels in groups of `group_size`, each group reading `fanin` inputs.
+
+    group_size=1 is the fixed fan-in head. `idx` (n_groups, fanin) int32 buffer, rows sorted
+    at init; `weight` (n_groups, group_size, fanin); `bias` (n_labels,). `backend` holds the
+    resolved backend name ("auto" -> "cpu")."""
+
+    def __init__(self, in_features, n_labels, fanin, group_size=1, bias=True, idx=None, seed=0,
+                 backend="auto"):
+        super().__init__()
+        for name, v, lo in (("in_features", in_features, 1), ("n_labels", n_labels, 1),
+                            ("fanin", fanin, 1), ("group_size", group_size, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ConfigError(f"{name}={v!r}: expected an integer >= {lo}")
+        if fanin > in_features:
+            raise ConfigError(f"fanin={fanin} > in_features={in_features}: a group reads distinct inputs")
+        self.backend = resolve_backend(backend)
+        d, L, k, m = int(in_features), int(n_labels), int(fanin), int(group_size)
+        G = -(-L // m)
+        if idx is None:
+            index = random_index(G, d, k, seed)
+        else:
+            index = np.sort(check_index(idx, d, G, k), axis=1)
+        self.in_features, self.n_labels, self.fanin, self.group_size, self.n_groups = d, L, k, m, G
+        self.register_buffer("idx", torch.from_numpy(index))          # (G, k) int32
+        gen = torch.Generator().manual_seed(int(seed))
+        bound = 1.0 / math.sqrt(k)                                     # nn.Linear's, with fan-in k
+        self.weight = nn.Parameter(torch.empty(G, m, k).uniform_(-bound, bound, generator=gen))
+        with torch.no_grad():
+            self.weight.view(G * m, k)[L:] = 0                         # padded labels: never used
+        if bias:
+            self.bias = nn.Parameter(torch.empty(L).uniform_(-bound, bound, generator=gen))
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, h):                                              # (..., d) -> (..., L)
+        if h.shape[-1] != self.in_features:
+            raise ValueError(f"input has {h.shape[-1]} features, the head expects {self.in_features}")
+        lead = h.shape[:-1]
+        Z = GroupSharedFunction.apply(h.reshape(-1, self.in_features), self.idx, self.weight,
+                                      self.bias, self.n_labels, self.backend)
+        return Z if len(lead) == 1 else Z.reshape(*lead, self.n_labels)
+
+    @torch.no_grad()
+    def set_index(self, idx):
+        """Replace the index sets by `idx` (n_groups, fanin), checked like at init.
+
+        The order within a row is kept (not sorted) so weight[g, :, t] stays with idx[g, t]."""
+        index = check_index(idx, self.in_features, self.n_groups, self.fanin)
+        self.idx.copy_(torch.from_numpy(index))
+
+    def n_params(self):
+        """Trainable scalars held, padding of the last group included (at most (m-1)·k)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, n_labels={self.n_labels}, fanin={self.fanin}, "
+                f"group_size={self.group_size}, n_groups={self.n_groups}, "
+                f"bias={self.bias is not None}, backend={self.backend!r}")
+
+
+class DenseHead(nn.Module):
+    """The dense baseline: nn.Linear(in_features, n_labels) with the heads' attributes."""
+
+    def __init__(self, in_features, n_labels, bias=True):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("n_labels", n_labels)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"{name}={v!r}: expected an integer >= 1")
+        self.in_features, self.n_labels = int(in_features), int(n_labels)
+        self.linear = nn.Linear(self.in_features, self.n_labels, bias=bias)
+
+    @property
+    def weight(self):                                                  # (L, d)
+        return self.linear.weight
+
+    @property
+    def bias(self):                                                    # (L,) or None
+        return self.linear.bias
+
+    def forward(self, h):                                              # (B, d) -> (B, L)
+        return self.linear(h)
+
+    def n_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, n_labels={self.n_labels}"
+
+
+# ---------------------------------------------------------------------------------------------
+# index initialisation
+
+def random_index(n_groups, in_features, fanin, seed=0, chunk_elems=1 << 24):
+    """(n_groups, fanin) int32: per row `fanin` distinct inputs drawn uniformly from
+    [0, in_features), sorted ascending; depends only on the arguments and the seed.
+
+    Floyd's algorithm, vectorised over a chunk of rows: step i draws t in [0, d-k+i] and takes
+    d-k+i instead when t is taken already; memory is a (rows, d) bitmap per chunk, never a
+    (G, d) float matrix, so G = 670,091 with d = 512 takes well under a second."""
+    G, d, k = int(n_groups), int(in_features), int(fanin)
+    rng = np.random.default_rng(seed)
+    out = np.empty((G, k), np.int32)
+    rows = max(1, min(G, chunk_elems // max(d, 1)))
+    for r0 in range(0, G, rows):
+        n = min(rows, G - r0)
+        u = rng.random((n, k))                                         # same stream for any chunking
+        taken = np.zeros((n, d), bool)
+        ar = np.arange(n)
+        sel = out[r0:r0 + n]
+        for i in range(k):
+            j = d - k + i
+            t = (u[:, i] * (j + 1)).astype(np.int64)                  # uniform in [0, j]
+            t = np.where(taken[ar, t], j, t)
+            taken[ar, t] = True
+            sel[:, i] = t
+    out.sort(axis=1)
+    return out

@@ -1,0 +1,82 @@
+"""Reference backend of the group-shared fixed fan-in layer: float64 numpy, obviously correct.
+
+Used only by tests (and by `backend="reference"`), never for speed.
+
+Shapes: X (B, d), idx (G, k) int32, W (G, m, k), Z (B, L) with L <= G·m; label l = g·m + j.
+
+    Z[b, g·m+j] = Σ_t W[g,j,t] · X[b, idx[g,t]]                 (+ bias[l])
+    dW[g,j,t]   = Σ_b dZ[b, g·m+j] · X[b, idx[g,t]]
+    dX[b, i]    = Σ_{(g,t): idx[g,t]=i} Σ_j dZ[b, g·m+j] · W[g,j,t]
+
+Labels past `n_labels` (the padding of the last group) are not returned, and a dZ with fewer
+than G·m columns means those labels have zero gradient. Every function returns float64.
+"""
+
+import numpy as np
+
+
+def _n_out(idx, W, n_labels):
+    G, m = W.shape[0], W.shape[1]
+    return G * m if n_labels is None else int(n_labels)
+
+
+def forward(X, idx, W, bias=None, n_labels=None):
+    """Z (B, n_labels) = the layer applied to X (B, d); n_labels defaults to G·m."""
+    X, W = np.asarray(X, np.float64), np.asarray(W, np.float64)
+    G, m, k = W.shape
+    L = _n_out(idx, W, n_labels)
+    Xg = X[:, np.asarray(idx, np.int64)]                   # (B, G, k)
+    Z = np.einsum("bgt,gjt->bgj", Xg, W).reshape(X.shape[0], G * m)[:, :L]
+    if bias is not None:
+        Z = Z + np.asarray(bias, np.float64)[:L]
+    return np.ascontiguousarray(Z)                          # (B, L)
+
+
+def _pad_dz(dZ, G, m):
+    dZ = np.asarray(dZ, np.float64)
+    B, L = dZ.shape
+    full = np.zeros((B, G * m))
+    full[:, :L] = dZ
+    return full.reshape(B, G, m)                           # (B, G, m)
+
+
+def grad_input(dZ, idx, W, d):
+    """dX (B, d) from dZ (B, L), L <= G·m."""
+    W = np.asarray(W, np.float64)
+    G, m, k = W.shape
+    dZ3 = _pad_dz(dZ, G, m)
+    dXg = np.einsum("bgj,gjt->bgt", dZ3, W)                # (B, G, k)
+    dX = np.zeros((dZ3.shape[0], d))
+    for g in range(G):                                     # idx rows are distinct: no clash within g
+        dX[:, np.asarray(idx[g], np.int64)] += dXg[:, g, :]
+    return dX
+
+
+def grad_weight(dZ, X, idx, m=None):
+    """dW (G, m, k) from dZ (B, L) and X (B, d). m defaults to L // G (then L must be G·m);
+    give m when dZ stops short of the padding (L < G·m)."""
+    X = np.asarray(X, np.float64)
+    G = np.asarray(idx).shape[0]
+    m = _infer_m(np.asarray(dZ).shape[1], G, m)
+    dZ3 = _pad_dz(dZ, G, m)                                # (B, G, m)
+    Xg = X[:, np.asarray(idx, np.int64)]                   # (B, G, k)
+    return np.einsum("bgj,bgt->gjt", dZ3, Xg)
+
+
+def _infer_m(L, G, m):
+    if m is None:
+        if L % G:
+            raise ValueError(f"grad_weight: dZ has {L} columns, not a multiple of G={G}; pass m")
+        m = L // G
+    if L > G * m:
+        raise ValueError(f"dZ has {L} columns, more than G·m = {G}·{m}")
+    return m
+
+
+def backward(dZ, X, idx, W, need_input=True, need_weight=True, need_bias=False):
+    """(dX or None, dW or None, dbias or None) in one call; the signature every backend shares."""
+    W = np.asarray(W)
+    dX = grad_input(dZ, idx, W, np.asarray(X).shape[1]) if need_input else None
+    dW = grad_weight(dZ, X, idx, W.shape[1]) if need_weight else None
+    db = np.asarray(dZ, np.float64).sum(0) if need_bias else None
+    return dX, dW, db

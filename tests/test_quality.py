@@ -1,0 +1,29 @@
+"""Accuracy bars on the real datasets in ../shared/datasets (test split). Slow: trains real models."""
+
+from pathlib import Path
+
+import pytest
+
+from engine.train import TrainConfig, Trainer
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+# (dataset, settings, P@1 bar); the README's results table comes from the same settings
+BARS = [
+    ("delicious", dict(head="dense", epochs=30), 0.670),
+    ("delicious", dict(head="group_shared", fanin=64, group_size=32, epochs=30), 0.660),
+    ("delicious", dict(head="group_shared", fanin=64, group_size=32, intermediate=512, epochs=30), 0.660),
+    ("bibtex", dict(head="dense", epochs=30), 0.600),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, settings, bar", BARS, ids=[f"{n}-{s['head']}-{s.get('intermediate', 0)}" for n, s, _ in BARS])
+def test_p_at_1_bar(name, settings, bar):
+    if not (DATASETS / name).exists():
+        pytest.skip(f"{DATASETS / name} not present")
+    trainer = Trainer(TrainConfig(data=str(DATASETS / name), **settings))
+    for _ in trainer.run():
+        pass
+    scores = trainer.evaluate()
+    assert scores["P@1"] >= bar, scores
