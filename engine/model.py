@@ -4,20 +4,35 @@
     h = dropout(relu(h · U + u))          optional intermediate layer, U: (hidden, intermediate)
     Z = head(h)                           Z: (B, L) logits
 
-The head is one of `DenseHead` (h · Wᵀ, O(d·L) memory) or `GroupSharedHead` with fan-in k and
-group size m (O(k·L) memory; m = 1 is the plain fixed fan-in layer).
+Heads (`ModelConfig.head`):
+    dense          DenseHead: h · Wᵀ, O(d·L) memory
+    fixed_fanin    GroupSharedHead with m = 1: every label reads its own k inputs, O(k·L)
+    group_shared   GroupSharedHead with m labels per group sharing one set of k inputs
+    dense_sparse   a DenseHead for the `head_size` most frequent labels + a group-shared tail
+    mach           MachHead: R hashed classifiers of B buckets each, O(d·R·B)
+
+Sparse heads work in *slot* space: label l's logit sits in slot `slot_of_label[l]` of the head's
+output (the dense part first, then group g's m slots g·m .. g·m+m-1). Label groups decide the
+slots; slots no label holds (padding) are masked out of the loss and of the top-k.
+
+Optional auxiliary objective: a dense classifier over label clusters (a point is positive for a
+cluster when one of its labels is in it) on the head's input, so that gradients reach the
+encoder through a dense path while the sparse head is still poor:
+    loss = BCE(Z, Y) + w_aux(t) · BCE(h · Aᵀ + a, Y_meta)
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
 from .heads import DenseHead, GroupSharedHead
 
-HEADS = ("dense", "fixed_fanin", "group_shared")
+HEADS = ("dense", "fixed_fanin", "group_shared", "dense_sparse", "mach")
+SPARSE_HEADS = ("fixed_fanin", "group_shared", "dense_sparse")
 
 
 @dataclass
@@ -28,10 +43,14 @@ class ModelConfig:
     intermediate: int = 0      # width of the penultimate layer before the head; 0 = none
     head: str = "dense"        # one of HEADS
     fanin: int = 64            # k: inputs per label (sparse heads)
-    group_size: int = 32       # m: labels sharing one input set ("group_shared" only)
+    group_size: int = 32       # m: labels sharing one input set (group_shared, dense_sparse)
+    head_size: int = 100       # dense_sparse: labels in the dense part (the most frequent)
+    mach_buckets: int = 256    # mach: B buckets per repetition
+    mach_reps: int = 4         # mach: R repetitions
+    aux_clusters: int = 0      # label clusters of the auxiliary classifier; 0 = none
     dropout: float = 0.3
     backend: str = "auto"      # kernel backend of the sparse heads
-    seed: int = 0              # seeds the random index sets of the sparse heads
+    seed: int = 0              # seeds the random index sets and hashes of the heads
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -43,15 +62,29 @@ class ModelConfig:
             raise ConfigError(f"intermediate must be >= 0 (0 = none), got {self.intermediate}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.head != "dense" and not 1 <= self.fanin <= self.head_in:
+        if self.head in SPARSE_HEADS and not 1 <= self.fanin <= self.head_in:
             raise ConfigError(f"fanin must be in [1, {self.head_in}] (the head's input width), got {self.fanin}")
-        if self.head == "group_shared" and self.group_size < 1:
+        if self.head in ("group_shared", "dense_sparse") and self.group_size < 1:
             raise ConfigError(f"group_size must be >= 1, got {self.group_size}")
+        if self.head == "dense_sparse" and not 1 <= self.head_size < self.n_labels:
+            raise ConfigError(f"head_size must be in [1, {self.n_labels - 1}] (labels in the dense part), "
+                              f"got {self.head_size}")
+        if self.head == "mach" and self.mach_buckets < 2:
+            raise ConfigError(f"mach_buckets must be >= 2, got {self.mach_buckets}")
+        if self.head == "mach" and self.mach_reps < 1:
+            raise ConfigError(f"mach_reps must be >= 1, got {self.mach_reps}")
+        if not 0 <= self.aux_clusters <= self.n_labels:
+            raise ConfigError(f"aux_clusters must be in [0, {self.n_labels}] (0 = none), got {self.aux_clusters}")
 
     @property
     def head_in(self):
         """Width of the layer the head reads."""
         return self.intermediate or self.hidden
+
+    @property
+    def group_labels(self):
+        """Labels per group of the sparse part (1 for fixed fan-in)."""
+        return 1 if self.head == "fixed_fanin" else self.group_size
 
 
 class SparseInput:
@@ -64,10 +97,23 @@ class SparseInput:
         self.weights = torch.from_numpy(X.data.astype(np.float32))
 
 
+def dense_targets(Y, columns, n_columns):
+    """(B, n_columns) float32 0/1 targets from a CSR label batch Y; label l -> column columns[l]."""
+    y = torch.zeros(Y.shape[0], n_columns)
+    rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
+    y[torch.from_numpy(rows), columns[torch.from_numpy(Y.indices.astype(np.int64))]] = 1.0
+    return y
+
+
 class XMCModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """Encoder and head. `slot_of_label` (L,) places each label in the head's output (sparse
+    heads; identity otherwise); `index` (G, k) optionally gives the sparse part's input sets;
+    `cluster_of_label` (L,) gives the auxiliary classifier's meta-labels (with aux_clusters)."""
+
+    def __init__(self, config: ModelConfig, slot_of_label=None, index=None, cluster_of_label=None):
         super().__init__()
         self.config = c = config
+        L = c.n_labels
         self.embed = nn.EmbeddingBag(c.n_features, c.hidden, mode="sum")   # E: (D, hidden)
         self.embed_bias = nn.Parameter(torch.empty(c.hidden))
         bound = c.n_features ** -0.5                                        # as nn.Linear(D, hidden)
@@ -75,12 +121,39 @@ class XMCModel(nn.Module):
         nn.init.uniform_(self.embed_bias, -bound, bound)
         self.intermediate = nn.Linear(c.hidden, c.intermediate) if c.intermediate else None
         self.drop = nn.Dropout(c.dropout)
-        if c.head == "dense":
-            self.head = DenseHead(c.head_in, c.n_labels)
-        else:
-            m = c.group_size if c.head == "group_shared" else 1
-            self.head = GroupSharedHead(c.head_in, c.n_labels, c.fanin, group_size=m,
-                                        seed=c.seed, backend=c.backend)
+
+        slot_of_label = np.arange(L) if slot_of_label is None else np.array(slot_of_label, dtype=np.int64)
+        n_dense = {"dense": L, "dense_sparse": c.head_size}.get(c.head, 0)
+        n_slots = int(slot_of_label.max()) + 1 if c.head in SPARSE_HEADS else L
+        m = c.group_labels
+        n_slots = n_dense + -(-(n_slots - n_dense) // m) * m                 # whole groups
+        self.dense = DenseHead(c.head_in, n_dense) if n_dense else None
+        self.sparse = (GroupSharedHead(c.head_in, n_slots - n_dense, c.fanin, group_size=m, idx=index,
+                                       seed=c.seed, backend=c.backend) if c.head in SPARSE_HEADS else None)
+        self.mach = None
+        if c.head == "mach":
+            from .heads.mach import MachHead
+            self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed)
+        self.n_slots = n_slots
+        self.register_buffer("slot_of_label", torch.from_numpy(slot_of_label))  # saved with checkpoints
+
+        self.cluster_of_label = None if cluster_of_label is None else torch.as_tensor(cluster_of_label,
+                                                                                     dtype=torch.int64)
+        self.aux = nn.Linear(c.head_in, c.aux_clusters) if c.aux_clusters else None
+        self.capture_sparse_grad = False     # set by dynamic sparse training before a gradient regrowth
+        self.last_h = self.last_dZ = None
+
+    @property
+    def label_of_slot(self):
+        """(n_slots,) the label in each slot, -1 for padding."""
+        out = torch.full((self.n_slots,), -1, dtype=torch.int64)
+        out[self.slot_of_label] = torch.arange(len(self.slot_of_label))
+        return out
+
+    @property
+    def head(self):
+        """The main head: the sparse part when there is one, else the dense or MACH head."""
+        return self.sparse or self.dense or self.mach
 
     def encode(self, x: SparseInput):
         """Hidden representation h: (B, head_in) fed to the head."""
@@ -90,16 +163,68 @@ class XMCModel(nn.Module):
             h = self.drop(torch.relu(self.intermediate(h)))                   # (B, intermediate)
         return h
 
-    def forward(self, x: SparseInput):
-        return self.head(self.encode(x))                                      # (B, L)
+    def slot_logits(self, h):
+        """Logits in slot order (B, n_slots): the dense part, then the sparse groups."""
+        parts = []
+        if self.dense is not None:
+            parts.append(self.dense(h))
+        if self.sparse is not None:
+            z = self.sparse(h)
+            if self.capture_sparse_grad and z.requires_grad:
+                self.last_h = h.detach()
+                z.register_hook(lambda g: setattr(self, "last_dZ", g))
+            parts.append(z)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def loss(self, x: SparseInput, Y, aux_weight=0.0):
+        """Training loss of a batch: BCE summed over labels, mean over points (+ auxiliary term).
+        Y: (B, L) scipy CSR labels. Returns (loss, parts) with parts a dict of floats."""
+        h = self.encode(x)
+        B = x.n_rows
+        if self.mach is not None:
+            head_loss = self.mach.loss(self.mach(h), Y)
+        else:
+            z = self.slot_logits(h)                                           # (B, n_slots)
+            y = dense_targets(Y, self.slot_of_label, z.shape[1])
+            mask = (self.label_of_slot >= 0).to(z.dtype) if self.sparse is not None else None  # padding
+            head_loss = F.binary_cross_entropy_with_logits(z, y, weight=mask, reduction="sum") / B
+        parts = {"head_loss": head_loss.item()}
+        loss = head_loss
+        if self.aux is not None and aux_weight > 0:
+            y_meta = dense_targets(Y, self.cluster_of_label, self.aux.out_features)
+            aux_loss = F.binary_cross_entropy_with_logits(self.aux(h), y_meta, reduction="sum") / B
+            parts["aux_loss"] = aux_loss.item()
+            loss = loss + aux_weight * aux_loss
+        return loss, parts
+
+    @torch.no_grad()
+    def topk(self, x: SparseInput, k):
+        """The k best label ids per point (B, k), best first."""
+        h = self.encode(x)
+        if self.mach is not None:
+            return self.mach.topk(h, k)
+        z = self.slot_logits(h)
+        if self.sparse is not None:
+            z = z.masked_fill(self.label_of_slot < 0, float("-inf"))
+        return self.label_of_slot[torch.topk(z, k).indices]
 
     @torch.no_grad()
     def init_label_prior(self, label_counts, n_points):
         """Start each label's bias at the log-odds of its training frequency,
         b_l = log(p_l / (1 - p_l)) with p_l = (N_l + ½) / (N + 1), so that the first steps learn
-        features, not the ~-log L offset every rare label needs."""
+        features, not the ~-log L offset every rare label needs. (Not for MACH: its buckets
+        hold many labels each.)"""
+        if self.mach is not None:
+            return
         p = (torch.as_tensor(label_counts, dtype=torch.float64) + 0.5) / (n_points + 1)
-        self.head.bias.copy_(torch.log(p / (1 - p)))
+        prior = torch.zeros(len(self.label_of_slot), dtype=torch.float64)
+        prior[self.slot_of_label] = torch.log(p / (1 - p))
+        n_dense = 0 if self.dense is None else self.dense.n_labels
+        if self.dense is not None:
+            self.dense.bias.copy_(prior[:n_dense])
+        if self.sparse is not None:
+            self.sparse.bias.copy_(prior[n_dense:])
 
     def head_params(self):
-        return self.head.n_params()
+        """Parameters of the output layer (all parts; not the auxiliary classifier)."""
+        return sum(p.n_params() for p in (self.dense, self.sparse, self.mach) if p is not None)

@@ -1,14 +1,17 @@
 """Training as a generator of records.
 
-    trainer = Trainer(TrainConfig(data="sample_data", head="group_shared", fanin=64))
+    trainer = Trainer(TrainConfig(data="sample", head="group_shared", fanin=64))
     for record in trainer.run():      # stop at any record: just stop iterating
         print(record)
 
-Step records:  {"kind": "step", "step", "epoch", "loss", "step_time"}
+Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss"], "step_time"}
 Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", "eval_time"}
+DST records:   {"kind": "dst", "step", ...}  one per dynamic-sparsity update (engine.dst)
 
 The loss is binary cross-entropy with logits against the sparse label matrix, summed over the
-labels and averaged over the batch:  loss = -(1/B) Σ_b Σ_l [y log σ(z) + (1-y) log(1-σ(z))].
+labels and averaged over the batch:  loss = -(1/B) Σ_b Σ_l [y log σ(z) + (1-y) log(1-σ(z))],
+plus w_aux(t) · (the same over label clusters) with the auxiliary objective, where w_aux decays
+linearly from `aux` to 0 at the fraction `aux_until` of training.
 The same config and seed give the same numbers on the CPU.
 """
 
@@ -19,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import metrics
 from .data import Dataset, load_dataset, normalize_rows
@@ -27,16 +29,24 @@ from .errors import ConfigError
 from .model import ModelConfig, SparseInput, XMCModel
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+CHOICES = {"groups": ("random", "clustered")}
 
 
 @dataclass
 class TrainConfig:
     data: str = "sample"        # dataset directory (XC format), or "sample" for the bundled one
-    head: str = "dense"         # dense | fixed_fanin | group_shared
+    head: str = "dense"         # dense | fixed_fanin | group_shared | dense_sparse | mach
     hidden: int = 512
     intermediate: int = 0       # penultimate layer width; 0 = none
-    fanin: int = 64
-    group_size: int = 32
+    fanin: int = 64             # k, sparse heads
+    group_size: int = 32        # m, group_shared and dense_sparse
+    groups: str = "random"      # label groups: random | clustered (balanced 2-means on PIFA)
+    head_size: int = 100        # dense_sparse: the most frequent labels get a dense head
+    mach_buckets: int = 256     # mach: B
+    mach_reps: int = 4          # mach: R
+    aux: float = 0.0            # initial weight of the auxiliary cluster objective; 0 = off
+    aux_clusters: int = 64      # meta-labels of the auxiliary objective
+    aux_until: float = 0.5      # fraction of training after which the auxiliary weight is 0
     dropout: float = 0.3
     backend: str = "auto"
     epochs: int = 10
@@ -55,6 +65,15 @@ class TrainConfig:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.aux < 0:
+            raise ConfigError(f"aux must be >= 0 (0 = off), got {self.aux}")
+        if self.aux and self.aux_clusters < 1:
+            raise ConfigError(f"aux_clusters must be >= 1, got {self.aux_clusters}")
+        if not 0 < self.aux_until <= 1:
+            raise ConfigError(f"aux_until must be in (0, 1], got {self.aux_until}")
 
     @classmethod
     def from_dict(cls, d):
@@ -68,15 +87,45 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def model_config(self, n_features, n_labels):
-        return ModelConfig(n_features=n_features, n_labels=n_labels, hidden=self.hidden,
-                           intermediate=self.intermediate, head=self.head, fanin=self.fanin,
-                           group_size=self.group_size, dropout=self.dropout,
-                           backend=self.backend, seed=self.seed)
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        kw = {k: v for k, v in self.to_dict().items() if k in fields}
+        kw["aux_clusters"] = min(self.aux_clusters, n_labels) if self.aux else 0
+        return ModelConfig(n_features=n_features, n_labels=n_labels, **kw)
 
 
 def resolve_data(data):
     """Load the dataset a config names ("sample" is the bundled one)."""
     return load_dataset(SAMPLE_DATA if data == "sample" else data)
+
+
+def label_layout(config: ModelConfig, X, Y, groups, seed):
+    """(slot_of_label (L,), cluster_of_label (L,) or None) for a model config and training data.
+
+    Sparse parts place labels group by group: `groups` "random" or "clustered" (balanced
+    hierarchical 2-means on PIFA embeddings); dense_sparse puts the `head_size` most frequent
+    labels first, in the dense part."""
+    from . import grouping
+    L = config.n_labels
+    needs_pifa = config.aux_clusters or (groups == "clustered" and config.head in ("group_shared", "dense_sparse"))
+    emb = grouping.pifa(X, Y) if needs_pifa else None
+    cluster_of_label = None
+    if config.aux_clusters:
+        size = -(-L // config.aux_clusters)
+        cluster_of_label = grouping.balanced_groups(emb, size, seed=seed).group_of_label
+    if config.head not in ("group_shared", "dense_sparse"):
+        return None, cluster_of_label
+    counts = np.asarray(Y.sum(axis=0)).ravel()
+    n_dense = config.head_size if config.head == "dense_sparse" else 0
+    by_frequency = np.argsort(-counts, kind="stable")
+    dense_labels, tail = by_frequency[:n_dense], np.sort(by_frequency[n_dense:])
+    if groups == "clustered":
+        tail_groups = grouping.balanced_groups(emb[tail], config.group_size, seed=seed)
+    else:
+        tail_groups = grouping.random_groups(len(tail), config.group_size, seed=seed)
+    slot_of_label = np.empty(L, dtype=np.int64)
+    slot_of_label[dense_labels] = np.arange(n_dense)
+    slot_of_label[tail] = n_dense + tail_groups.slot_of_label
+    return slot_of_label, cluster_of_label
 
 
 class Trainer:
@@ -87,8 +136,9 @@ class Trainer:
         prep = normalize_rows if c.normalize else (lambda X: X)
         self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
         self.inv_propensity = metrics.inv_propensity(ds.Y_train)
+        slot_of_label, cluster_of_label = label_layout(model_config, self.X_train, ds.Y_train, c.groups, c.seed)
         torch.manual_seed(c.seed)
-        self.model = XMCModel(model_config)
+        self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
         self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         self.step = 0
@@ -101,6 +151,11 @@ class Trainer:
     @property
     def total_steps(self):
         return self.steps_per_epoch * self.config.epochs
+
+    def aux_weight(self):
+        """w_aux(t): linear decay from `aux` to 0 at the fraction `aux_until` of training."""
+        c = self.config
+        return c.aux * max(0.0, 1.0 - self.step / (c.aux_until * self.total_steps))
 
     def run(self):
         """Train for the configured epochs, yielding a record per step and per evaluation."""
@@ -119,16 +174,14 @@ class Trainer:
     def train_step(self, rows):
         t0 = time.perf_counter()
         self.model.train()
-        x = SparseInput(self.X_train[rows])
-        y = torch.from_numpy(self.dataset.Y_train[rows].toarray())          # (B, L)
-        logits = self.model(x)                                               # (B, L)
-        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / len(rows)
+        loss, parts = self.model.loss(SparseInput(self.X_train[rows]), self.dataset.Y_train[rows],
+                                      aux_weight=self.aux_weight())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1,
-                "loss": loss.item(), "step_time": time.perf_counter() - t0}
+        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, "loss": loss.item(), **parts,
+                "step_time": time.perf_counter() - t0}
 
     def eval_record(self):
         t0 = time.perf_counter()
@@ -141,7 +194,7 @@ class Trainer:
         """Top-k label ids (N, k), best first, for feature rows X (already normalised)."""
         self.model.eval()
         k = min(k, self.dataset.n_labels)
-        out = [torch.topk(self.model(SparseInput(X[s:s + batch_size])), k).indices.numpy()
+        out = [self.model.topk(SparseInput(X[s:s + batch_size]), k).numpy()
                for s in range(0, X.shape[0], batch_size)]
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 

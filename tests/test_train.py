@@ -24,16 +24,23 @@ def config(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("head", ["dense", "fixed_fanin", "group_shared"])
-def test_records_and_learning(tiny, head):
+@pytest.mark.parametrize("settings", [
+    dict(head="dense"),
+    dict(head="fixed_fanin"),
+    dict(head="group_shared"),
+    dict(head="group_shared", groups="clustered"),
+    dict(head="dense_sparse", head_size=10, groups="clustered"),
+    dict(head="mach", mach_buckets=12, mach_reps=2),
+], ids=lambda s: "-".join(map(str, s.values())))
+def test_records_and_learning(tiny, settings):
     # one step record per batch, an eval record per epoch, and the loss goes down
-    trainer = Trainer(config(head=head, epochs=4), tiny)
+    trainer = Trainer(config(epochs=4, **settings), tiny)
     records = list(trainer.run())
     steps = [r for r in records if r["kind"] == "step"]
     evals = [r for r in records if r["kind"] == "eval"]
     assert len(steps) == trainer.total_steps == 4 * 5
     assert len(evals) == 4 and evals[-1]["step"] == trainer.total_steps
-    assert set(steps[0]) == {"kind", "step", "epoch", "loss", "step_time"}
+    assert set(steps[0]) == {"kind", "step", "epoch", "loss", "head_loss", "step_time"}
     for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "cov@5", "eval_time"):
         assert key in evals[-1]
     assert 0.0 <= evals[-1]["P@1"] <= 1.0
@@ -48,6 +55,28 @@ def test_same_seed_same_numbers(tiny):
     assert strip(a) == strip(b)
     c = list(Trainer(config(head="group_shared", seed=1), tiny).run())
     assert strip(a) != strip(c)
+
+
+def test_auxiliary_weight_decays_to_zero(tiny):
+    trainer = Trainer(config(head="group_shared", aux=0.5, aux_clusters=5, aux_until=0.5, epochs=4), tiny)
+    steps = [r for r in trainer.run() if r["kind"] == "step"]
+    assert steps[0]["aux_loss"] > 0
+    half = trainer.total_steps // 2
+    assert all("aux_loss" in r for r in steps[:half]) and not any("aux_loss" in r for r in steps[half + 1:])
+    assert trainer.model.cluster_of_label.max() == 4
+
+
+def test_sparse_slots_cover_every_label_once(tiny):
+    # whatever the grouping, each label owns one slot of the head; padding slots hold no label
+    for settings in (dict(head="group_shared", group_size=7, groups="clustered"),
+                     dict(head="dense_sparse", head_size=10, group_size=7)):
+        model = Trainer(config(**settings), tiny).model
+        slots = model.slot_of_label.numpy()
+        assert sorted(slots) == sorted(set(slots)) and len(slots) == 50
+        assert (model.label_of_slot >= 0).sum() == 50 and model.n_slots % 7 == settings.get("head_size", 0) % 7
+    # dense_sparse: the 10 most frequent labels sit in the dense part
+    counts = tiny.Y_train.sum(axis=0).A1
+    assert set(np.flatnonzero(slots < 10)) == set(np.argsort(-counts, kind="stable")[:10])
 
 
 def test_caller_can_stop_at_any_record(tiny):
@@ -73,6 +102,12 @@ def test_intermediate_layer_feeds_the_head(tiny):
     (dict(lr=0.0), "lr"),
     (dict(dropout=1.0), "dropout"),
     (dict(eval_every=-1), "eval_every"),
+    (dict(groups="kmeans"), "groups must be one of"),
+    (dict(head="dense_sparse", head_size=50), "head_size must be in"),
+    (dict(head="mach", mach_buckets=1), "mach_buckets must be >= 2"),
+    (dict(head="mach", mach_reps=0), "mach_reps must be >= 1"),
+    (dict(aux=-1.0), "aux must be >= 0"),
+    (dict(aux_until=0.0), "aux_until"),
 ])
 def test_bad_settings_raise_before_training(tiny, kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -1,0 +1,79 @@
+"""The results table: every method on a dataset, one row per configuration, in one process.
+
+    python -m engine results --data ../shared/datasets/delicious ../shared/datasets/bibtex
+
+Rows: test P@1/P@3/P@5 after training, analytic head memory (parameters + indices) and seconds
+per epoch (training only). All rows share the encoder (512 hidden units), optimiser, epochs and
+seed; only the head and its method change.
+"""
+
+import time
+
+from tqdm import tqdm
+
+from .memory import head_memory
+from .train import TrainConfig, Trainer, resolve_data
+
+K, M = 64, 32     # fan-in hidden/8 and group size of every sparse row
+SPARSE = dict(fanin=K, group_size=M)
+DST = dict(dst="random", dst_every=50, dst_zeta=0.3, dst_until=0.75)
+
+CONFIGS = {
+    "dense": dict(head="dense"),
+    "fixed fan-in": dict(head="fixed_fanin", fanin=K),
+    "fixed fan-in + DST": dict(head="fixed_fanin", fanin=K, **DST),
+    "group-shared, random groups": dict(head="group_shared", groups="random", **SPARSE),
+    "group-shared, clustered groups": dict(head="group_shared", groups="clustered", **SPARSE),
+    "group-shared, clustered + DST": dict(head="group_shared", groups="clustered", **SPARSE, **DST),
+    "fixed fan-in + intermediate": dict(head="fixed_fanin", fanin=K, intermediate=512),
+    "group-shared, random + intermediate": dict(head="group_shared", groups="random", intermediate=512, **SPARSE),
+    "group-shared, clustered + intermediate": dict(head="group_shared", groups="clustered", intermediate=512, **SPARSE),
+    "group-shared, clustered + DST + intermediate": dict(head="group_shared", groups="clustered",
+                                                          intermediate=512, **SPARSE, **DST),
+    "group-shared, clustered + auxiliary": dict(head="group_shared", groups="clustered", aux=1.0, **SPARSE),
+    "dense head + group-shared tail": dict(head="dense_sparse", groups="clustered", head_size=100, **SPARSE),
+    "MACH": dict(head="mach", mach_reps=4, mach_buckets=0),    # buckets: L/16, so R·B = L/4
+}
+
+
+def config_for(name, data, epochs, seed, n_labels):
+    kw = dict(CONFIGS[name])
+    if kw.get("head") == "mach" and not kw["mach_buckets"]:
+        kw["mach_buckets"] = max(2, n_labels // 16)
+    return TrainConfig(data=data, epochs=epochs, seed=seed, **kw)
+
+
+def run_row(config, dataset):
+    trainer = Trainer(config, dataset)
+    train_time = 0.0
+    for record in trainer.run():
+        if record["kind"] == "step":
+            train_time += record["step_time"]
+    scores = trainer.evaluate()
+    mem = head_memory(trainer.model.config)
+    return {"P@1": scores["P@1"], "P@3": scores["P@3"], "P@5": scores["P@5"],
+            "head_mb": (mem["params"] + mem["index"]) / 2**20, "s_per_epoch": train_time / config.epochs,
+            "trainer": trainer}
+
+
+def run_results(datasets, names=None, epochs=30, seed=0):
+    """{(dataset name, config name): row} for every dataset directory and configuration."""
+    names = list(names or CONFIGS)
+    rows = {}
+    with tqdm(total=len(datasets) * len(names), unit="run") as bar:
+        for data in datasets:
+            ds = resolve_data(data)
+            for name in names:
+                bar.set_postfix_str(f"{ds.name}: {name}")
+                rows[ds.name, name] = run_row(config_for(name, data, epochs, seed, ds.n_labels), ds)
+                bar.update(1)
+    return rows
+
+
+def format_results(rows):
+    lines = ["| dataset | configuration | P@1 | P@3 | P@5 | head memory | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
+    for (ds, name), r in rows.items():
+        lines.append(f"| {ds} | {name} | {100 * r['P@1']:.2f} | {100 * r['P@3']:.2f} | {100 * r['P@5']:.2f} "
+                     f"| {r['head_mb']:.2f} MB | {r['s_per_epoch']:.2f} |")
+    return "\n".join(lines)
