@@ -17,6 +17,7 @@ functional form (checks, then launch), the nn.Modules, index initialisation.
 """
 
 import importlib
+import logging
 import math
 
 import numpy as np
@@ -31,21 +32,37 @@ from ..errors import ConfigError
 
 # name -> module with forward(X, idx, W, bias, n_labels) -> Z and
 #                    backward(dZ, X, idx, W, need_input, need_weight, need_bias) -> (dX, dW, db),
-# numpy in, numpy out. A "cuda" backend (CuPy) will be registered here, with its own array
-# conversion in _to_backend / _from_backend.
+# arrays in, arrays out: numpy for CPU tensors, CuPy for CUDA tensors (the "cuda" backend;
+# it hands numpy inputs to the cpu backend).
 BACKENDS = {
     "reference": "engine.heads.reference",   # float64 numpy, obviously correct; for tests
     "cpu": "engine.heads.cpu",               # numba, parallel; the default
+    "cuda": "engine.heads.cuda",             # CuPy RawKernels from engine/cuda/*.cu (pip install ".[gpu]")
 }
+
+log = logging.getLogger(__name__)
+_auto_choice = None                          # what "auto" resolved to, and why (said once)
 
 
 def resolve_backend(name):
-    """The backend name `name` stands for: "auto" -> "cpu" (for now), others checked."""
+    """The backend name `name` stands for: "auto" -> "cuda" when CuPy imports and sees a GPU,
+    else "cpu" (the choice and its reason are logged once, and kept in `auto_backend()`)."""
     if name == "auto":
-        return "cpu"
+        return auto_backend()[0]
     if name not in BACKENDS:
         raise ConfigError(f"backend={name!r}: expected 'auto' or one of {sorted(BACKENDS)}")
     return name
+
+
+def auto_backend():
+    """(name, reason): the backend "auto" takes on this machine, decided on first use."""
+    global _auto_choice
+    if _auto_choice is None:
+        from . import cuda
+        ok, why = cuda.available()
+        _auto_choice = ("cuda", f"CuPy sees a GPU: {why}") if ok else ("cpu", why)
+        log.info("backend='auto' took %r (%s)", *_auto_choice)
+    return _auto_choice
 
 
 def get_backend(name):
@@ -54,15 +71,23 @@ def get_backend(name):
 
 
 def _to_backend(t):
+    """numpy for a CPU tensor; a CuPy array sharing the memory (DLPack) for a CUDA tensor."""
     if t is None:
         return None
-    if t.device.type != "cpu":
-        raise ValueError(f"the cpu and reference backends take CPU tensors, got one on {t.device}")
-    return t.detach().numpy()
+    if t.device.type == "cpu":
+        return t.detach().numpy()
+    if t.device.type == "cuda":
+        from .cuda import _cupy
+        return _cupy().from_dlpack(t.detach())
+    raise ValueError(f"the backends take CPU or CUDA tensors, got one on {t.device}")
 
 
 def _from_backend(a, dtype):
-    return None if a is None else torch.from_numpy(a).to(dtype)
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a).to(dtype)
+    return torch.from_dlpack(a).to(dtype)                              # CuPy: no copy
 
 
 # ---------------------------------------------------------------------------------------------
