@@ -4,6 +4,7 @@
     python -m engine train --data ../shared/datasets/delicious --head group_shared --fanin 64
     python -m engine eval --run runs/20261125-171500-group_shared
     python -m engine bench
+    python -m engine results --data ../shared/datasets/delicious ../shared/datasets/bibtex
 
 Bad input ends with a one-line message on stderr and exit code 2.
 """
@@ -41,6 +42,7 @@ def format_scores(record):
 
 
 def cmd_train(args):
+    from .memory import head_memory
     from .runs import RunStore
     from .train import TrainConfig, Trainer
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -48,8 +50,10 @@ def cmd_train(args):
     trainer = Trainer(config)
     run = RunStore(args.runs).create(config)
     ds = trainer.dataset
+    mem = head_memory(trainer.model.config, config.batch_size)
     print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
-          f"{ds.n_labels} labels), head {config.head}, {trainer.model.head_params():,} head parameters")
+          f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters, "
+          f"{mem['total'] / 2**20:.1f} MB with gradients, Adam state and logits")
     t0, last_eval = time.perf_counter(), None
     with tqdm(total=trainer.total_steps, unit="step", dynamic_ncols=True) as bar:
         for record in trainer.run():
@@ -93,6 +97,18 @@ def parse_bool(text):
     return text.lower() in ("1", "true", "yes")
 
 
+def cmd_results(args):
+    from .experiments import CONFIGS, format_results, run_results
+    unknown = sorted(set(args.only or ()) - set(CONFIGS))
+    if unknown:
+        raise XMCError(f"unknown configuration(s) {unknown}; choose from {sorted(CONFIGS)}")
+    rows = run_results(args.data, names=args.only, epochs=args.epochs, seed=args.seed)
+    table = format_results(rows)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,13 +137,21 @@ def build_parser():
     b.add_argument("--fanin", type=int, default=32)
     b.add_argument("--group-size", type=int, default=32)
     b.add_argument("--repeats", type=int, default=5)
+    r = sub.add_parser("results", help="train every method on datasets; print the results table")
+    r.add_argument("--data", nargs="+", required=True, help="dataset directories")
+    r.add_argument("--only", nargs="+", help="configuration names (default: all)")
+    r.add_argument("--epochs", type=int, default=30)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", help="also write the markdown table here")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench}[args.command](args)
+        commands = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
+                    "results": cmd_results}
+        commands[args.command](args)
     except XMCError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

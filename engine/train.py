@@ -26,10 +26,10 @@ import torch
 from . import metrics
 from .data import Dataset, load_dataset, normalize_rows
 from .errors import ConfigError
-from .model import ModelConfig, SparseInput, XMCModel
+from .model import SPARSE_HEADS, ModelConfig, SparseInput, XMCModel
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
-CHOICES = {"groups": ("random", "clustered")}
+CHOICES = {"groups": ("random", "clustered"), "dst": ("none", "random", "gradient")}
 
 
 @dataclass
@@ -47,6 +47,10 @@ class TrainConfig:
     aux: float = 0.0            # initial weight of the auxiliary cluster objective; 0 = off
     aux_clusters: int = 64      # meta-labels of the auxiliary objective
     aux_until: float = 0.5      # fraction of training after which the auxiliary weight is 0
+    dst: str = "none"           # dynamic sparse training: none | random (SET) | gradient (RigL-style regrowth)
+    dst_every: int = 100        # ΔT: steps between connectivity updates
+    dst_zeta: float = 0.3       # ζ: initial fraction of each set's connections swapped (cosine decay)
+    dst_until: float = 0.75     # fraction of training after which connectivity is frozen
     dropout: float = 0.3
     backend: str = "auto"
     epochs: int = 10
@@ -74,6 +78,18 @@ class TrainConfig:
             raise ConfigError(f"aux_clusters must be >= 1, got {self.aux_clusters}")
         if not 0 < self.aux_until <= 1:
             raise ConfigError(f"aux_until must be in (0, 1], got {self.aux_until}")
+        if self.dst != "none":
+            if self.head not in SPARSE_HEADS:
+                raise ConfigError(f"dst needs a sparse head {SPARSE_HEADS}, got head={self.head!r}")
+            self.dst_config()                                   # validates every, zeta, until
+            if self.fanin >= (self.intermediate or self.hidden):
+                raise ConfigError(f"dst needs fanin < the head's input width {self.intermediate or self.hidden}, "
+                                  f"got fanin={self.fanin}: there is nothing to regrow")
+
+    def dst_config(self):
+        from .dst import DSTConfig
+        return DSTConfig(every=self.dst_every, zeta=self.dst_zeta, stop_fraction=self.dst_until,
+                         regrow=self.dst, seed=self.seed)
 
     @classmethod
     def from_dict(cls, d):
@@ -141,6 +157,12 @@ class Trainer:
         self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
         self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
+        self.dst = None
+        if c.dst != "none":
+            from .dst import DynamicSparsity
+            n_dense = 0 if self.model.dense is None else self.model.dense.n_labels
+            padded = (self.model.label_of_slot[n_dense:] < 0).numpy()
+            self.dst = DynamicSparsity(self.model.sparse, c.dst_config(), self.total_steps, padded=padded)
         self.step = 0
         self.epoch = 0
 
@@ -167,6 +189,11 @@ class Trainer:
             for start in range(0, len(order), c.batch_size):
                 rows = np.sort(order[start:start + c.batch_size])
                 yield self.train_step(rows)
+                if self.dst is not None:
+                    record = self.dst.update(self.step, self.optimizer, self.model.last_h, self.model.last_dZ)
+                    self.model.last_h = self.model.last_dZ = None
+                    if record is not None:
+                        yield {"kind": "dst", **record}
                 if self.step % eval_every == 0 or self.step == self.total_steps:
                     yield self.eval_record()
             self.epoch += 1
@@ -174,6 +201,8 @@ class Trainer:
     def train_step(self, rows):
         t0 = time.perf_counter()
         self.model.train()
+        self.model.capture_sparse_grad = (self.dst is not None and self.config.dst == "gradient"
+                                          and self.dst.n_swap(self.step + 1) > 0)
         loss, parts = self.model.loss(SparseInput(self.X_train[rows]), self.dataset.Y_train[rows],
                                       aux_weight=self.aux_weight())
         self.optimizer.zero_grad(set_to_none=True)

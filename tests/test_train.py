@@ -1,6 +1,7 @@
 """Model, Trainer and run store on a tiny generated dataset."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -79,6 +80,24 @@ def test_sparse_slots_cover_every_label_once(tiny):
     assert set(np.flatnonzero(slots < 10)) == set(np.argsort(-counts, kind="stable")[:10])
 
 
+@pytest.mark.parametrize("regrow", ["random", "gradient"])
+def test_dynamic_sparse_training_moves_connections(tiny, regrow):
+    # updates every 5 steps until 3/4 of training; fan-in stays k; records are JSON-able
+    trainer = Trainer(config(head="group_shared", groups="clustered", dst=regrow, dst_every=5,
+                             dst_zeta=0.3, epochs=6), tiny)
+    before = trainer.model.sparse.idx.clone()
+    records = list(trainer.run())
+    dst = [r for r in records if r["kind"] == "dst"]
+    assert [r["step"] for r in dst] == trainer.dst.update_steps() and len(dst) >= 3
+    assert all(r["step"] <= 0.75 * trainer.total_steps for r in dst)
+    idx = trainer.model.sparse.idx
+    assert idx.shape == before.shape and not torch.equal(idx, before)
+    assert all(len(set(row)) == 8 for row in idx.tolist())
+    json.dumps(dst)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert np.mean([r["loss"] for r in steps[-5:]]) < np.mean([r["loss"] for r in steps[:5]])
+
+
 def test_caller_can_stop_at_any_record(tiny):
     trainer = Trainer(config(), tiny)
     first = list(itertools.islice(trainer.run(), 3))
@@ -108,6 +127,11 @@ def test_intermediate_layer_feeds_the_head(tiny):
     (dict(head="mach", mach_reps=0), "mach_reps must be >= 1"),
     (dict(aux=-1.0), "aux must be >= 0"),
     (dict(aux_until=0.0), "aux_until"),
+    (dict(head="dense", dst="random"), "dst needs a sparse head"),
+    (dict(head="group_shared", dst="random", dst_zeta=1.5), "zeta"),
+    (dict(head="group_shared", dst="random", dst_every=0), "every"),
+    (dict(head="group_shared", dst="random", fanin=32), "nothing to regrow"),
+    (dict(dst="magic"), "dst must be one of"),
 ])
 def test_bad_settings_raise_before_training(tiny, kw, match):
     with pytest.raises(ConfigError, match=match):
