@@ -1,0 +1,223 @@
+"""Tests of engine/grouping.py: PIFA by hand, group invariants, clustering quality, index init, errors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from engine.data import generate
+from engine.errors import ConfigError
+from engine.grouping import (LabelGroups, balanced_groups, group_centroids, group_index,
+                             labels_without_positives, pifa, random_groups, top_inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# PIFA
+
+def test_pifa_by_hand():
+    # 3 points x 4 features, 3 labels; label 2 has no positives
+    X = sp.csr_matrix(np.array([[1, 0, 2, 0],
+                                [0, 3, 0, 0],
+                                [1, 1, 0, 2]], np.float32))
+    Y = sp.csr_matrix(np.array([[1, 0, 0],
+                                [1, 1, 0],
+                                [0, 1, 0]], np.float32))
+    s0 = np.array([1, 3, 2, 0.])                                       # rows 0 + 1
+    s1 = np.array([1, 4, 0, 2.])                                       # rows 1 + 2
+    want = np.stack([s0 / np.linalg.norm(s0), s1 / np.linalg.norm(s1), np.zeros(4)])
+    E = pifa(X, Y)
+    assert E.dtype == np.float32 and E.shape == (3, 4)
+    np.testing.assert_allclose(E, want, rtol=1e-6)
+    np.testing.assert_allclose(pifa(X, Y, dense=False).toarray(), want, rtol=1e-6)
+    np.testing.assert_array_equal(labels_without_positives(Y), [False, False, True])
+    Y2 = Y.copy()
+    Y2.data[:] = 5.0                                                   # values are ignored
+    np.testing.assert_allclose(pifa(X, Y2), want, rtol=1e-6)
+    np.testing.assert_allclose(pifa(X.toarray(), Y), want, rtol=1e-6)       # dense per-point vectors
+
+
+def test_pifa_errors():
+    X, Y = sp.csr_matrix((3, 4)), sp.csr_matrix((2, 5))
+    with pytest.raises(ConfigError, match="3 rows"):
+        pifa(X, Y)
+    with pytest.raises(ConfigError, match="Y must be"):
+        pifa(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+# ---------------------------------------------------------------------------------------------
+# groups: invariants
+
+def check_groups(g, L, m):
+    """Every label exactly once, slots distinct and in range, sizes ⌊L/G⌋ or ⌈L/G⌉, helpers agree."""
+    G = -(-L // m)
+    assert (g.n_labels, g.group_size, g.n_groups, g.n_slots) == (L, m, G, G * m)
+    s = g.slot_of_label
+    assert s.dtype == np.int64 and s.shape == (L,)
+    assert s.min() >= 0 and s.max() < G * m and np.unique(s).size == L
+    sizes = g.group_sizes
+    assert sizes.sum() == L and set(sizes.tolist()) <= {L // G, -(-L // G)}
+    np.testing.assert_array_equal(g.group_of_label, s // m)
+    lab = g.label_of_slot
+    np.testing.assert_array_equal(lab[s], np.arange(L))
+    assert g.padded_slots.sum() == G * m - L and (lab[g.padded_slots] == -1).all()
+    members = np.concatenate([g.labels_of_group(i) for i in range(G)])
+    np.testing.assert_array_equal(np.sort(members), np.arange(L))
+    assert all((g.group_of_label[g.labels_of_group(i)] == i).all() for i in range(G))
+
+
+SHAPES = [(1, 1), (7, 1), (7, 3), (10, 10), (10, 32), (97, 8), (1000, 32), (1001, 32), (513, 2)]
+
+
+@pytest.mark.parametrize("L,m", SHAPES, ids=[f"L{L}-m{m}" for L, m in SHAPES])
+@pytest.mark.parametrize("kind", ["random", "dense", "sparse"])
+def test_group_invariants(kind, L, m):
+    rng = np.random.default_rng(L * 31 + m)
+    if kind == "random":
+        g = random_groups(L, m, seed=3)
+    else:
+        E = rng.standard_normal((L, 16)).astype(np.float32)
+        E[rng.random(L) < 0.1] = 0                                     # labels without positives
+        g = balanced_groups(sp.csr_matrix(E) if kind == "sparse" else E, m, seed=3)
+    check_groups(g, L, m)
+
+
+def test_groups_deterministic_per_seed():
+    E = np.random.default_rng(0).standard_normal((300, 20))
+    a, b, c = balanced_groups(E, 8, seed=1), balanced_groups(E, 8, seed=1), balanced_groups(E, 8, seed=2)
+    np.testing.assert_array_equal(a.slot_of_label, b.slot_of_label)
+    assert not np.array_equal(a.slot_of_label, c.slot_of_label)
+    np.testing.assert_array_equal(random_groups(300, 8, 5).slot_of_label,
+                                  random_groups(300, 8, 5).slot_of_label)
+    assert not np.array_equal(random_groups(300, 8, 5).slot_of_label, random_groups(300, 8, 6).slot_of_label)
+
+
+def test_zero_embeddings_do_not_break_anything():
+    # all-zero embeddings, one nonzero label, and dense vs sparse input of the same matrix
+    check_groups(balanced_groups(np.zeros((50, 4)), 6), 50, 6)
+    E = np.zeros((50, 4))
+    E[7, 2] = 1.0
+    check_groups(balanced_groups(E, 6), 50, 6)
+    check_groups(balanced_groups(sp.csr_matrix((50, 4)), 6), 50, 6)
+
+
+def test_clustered_groups_are_purer_than_random():
+    # 400 labels in 20 latent clusters of 20; groups of 10 can be perfectly pure
+    ds = generate(n_points=3000, n_features=500, n_labels=400, n_clusters=20, seed=0)
+    cluster = np.array([int(name[1:name.index("_")]) for name in ds.label_names])
+
+    def purity(g):
+        return np.mean([np.bincount(cluster[g.labels_of_group(i)]).max() / g.group_sizes[i]
+                        for i in range(g.n_groups)])
+
+    E = pifa(ds.X_train, ds.Y_train)
+    clustered, rand = purity(balanced_groups(E, 10)), purity(random_groups(400, 10))
+    assert clustered > 0.9 and rand < 0.4, (clustered, rand)
+    assert purity(balanced_groups(sp.csr_matrix(E), 10)) > 0.9
+
+
+def test_label_groups_validation():
+    LabelGroups(5, 2, np.array([0, 1, 2, 4, 5]))                       # sizes 2, 1, 2: fine
+    with pytest.raises(ConfigError, match="distinct"):
+        LabelGroups(3, 2, np.array([0, 0, 2]))
+    with pytest.raises(ConfigError, match="out of range"):
+        LabelGroups(3, 2, np.array([0, 1, 4]))
+    with pytest.raises(ConfigError, match="differ by at most one"):
+        LabelGroups(5, 4, np.array([0, 1, 2, 3, 4]))                   # sizes 4 and 1
+    with pytest.raises(ConfigError, match="shape"):
+        LabelGroups(3, 2, np.array([0, 1]))
+    with pytest.raises(ConfigError, match="group_size"):
+        LabelGroups(3, 0, np.array([0, 1, 2]))
+    with pytest.raises(ConfigError, match="permutation"):
+        LabelGroups.from_order([0, 0, 1], 2)
+    g = random_groups(10, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        g.group_size = 2
+    with pytest.raises(ValueError):
+        g.slot_of_label[0] = 1                                         # read-only
+    with pytest.raises(ConfigError, match="out of range"):
+        g.labels_of_group(4)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: balanced_groups(np.ones((4, 2)), 0), "group_size=0"),
+    (lambda: balanced_groups(np.ones((4, 2)), True), "group_size=True"),
+    (lambda: balanced_groups(np.ones((4, 2)), 2, seed=-1), "seed=-1"),
+    (lambda: balanced_groups(np.ones((4, 2)), 2, n_iter=0), "n_iter=0"),
+    (lambda: balanced_groups(np.ones(4), 2), "shape"),
+    (lambda: balanced_groups(np.full((4, 2), np.nan), 2), "NaN"),
+    (lambda: balanced_groups([[1.0]], 2), "ndarray"),
+    (lambda: random_groups(0, 2), "n_labels=0"),
+    (lambda: random_groups(5, 2.5), "group_size=2.5"),
+])
+def test_grouping_errors(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
+
+
+# ---------------------------------------------------------------------------------------------
+# initial input sets
+
+def check_index(idx, G, k, d):
+    assert idx.dtype == np.int32 and idx.shape == (G, k)
+    assert idx.min() >= 0 and idx.max() < d
+    assert (np.diff(idx, axis=1) > 0).all()                            # sorted, hence distinct
+
+
+def test_group_index_centroid_is_top_k():
+    rng = np.random.default_rng(0)
+    L, m, d, k = 50, 4, 30, 6
+    S = rng.random((L, d))                                             # distinct values: no ties
+    g = random_groups(L, m, seed=1)
+    idx = group_index(g, S, k)
+    check_index(idx, g.n_groups, k, d)
+    for i in range(g.n_groups):
+        c = S[g.labels_of_group(i)].sum(0)
+        np.testing.assert_array_equal(idx[i], np.sort(np.argsort(-c)[:k]))
+    np.testing.assert_array_equal(group_index(g, sp.csr_matrix(S), k), idx)   # sparse input
+    np.testing.assert_allclose(group_centroids(g, S)[2], S[g.labels_of_group(2)].sum(0), rtol=1e-6)
+
+
+def test_group_index_ties_filled_at_random():
+    # group 0: two nonzero inputs then ties; group 1: zero centroid; k = 5 of d = 40
+    C = np.zeros((2, 40))
+    C[0, [3, 17]] = [2.0, 1.0]
+    idx = top_inputs(C, 5, seed=0)
+    check_index(idx, 2, 5, 40)
+    assert {3, 17} <= set(idx[0].tolist())
+    assert not np.array_equal(idx[1], np.arange(5))                    # not simply the first ones
+    np.testing.assert_array_equal(top_inputs(C, 5, seed=0), idx)       # deterministic per seed
+    many = np.stack([top_inputs(np.zeros((1, 40)), 5, seed=s)[0] for s in range(200)])
+    counts = np.bincount(many.ravel(), minlength=40)
+    assert counts.min() > 5                                            # every input gets drawn
+    assert (top_inputs(np.zeros((3, 5)), 5) == np.arange(5)).all()     # k = d: all of them
+
+
+def test_group_index_equals_top_inputs_of_centroids():
+    # integer scores with many ties and zero rows: the chunked path draws the same tie-breaks
+    rng = np.random.default_rng(1)
+    S = rng.integers(0, 3, (60, 25)) * (rng.random((60, 1)) < 0.7)
+    g = random_groups(60, 5, seed=2)
+    idx = group_index(g, S, 7, seed=3)
+    check_index(idx, g.n_groups, 7, 25)
+    np.testing.assert_array_equal(idx, top_inputs(group_centroids(g, S), 7, seed=3))
+
+
+def test_group_index_random():
+    g = random_groups(100, 8)
+    idx = group_index(g, 64, 10, how="random", seed=4)
+    check_index(idx, g.n_groups, 10, 64)
+    np.testing.assert_array_equal(group_index(g, np.zeros((100, 64)), 10, how="random", seed=4), idx)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda g: group_index(g, np.ones((10, 4)), 5), "fanin=5 > in_features=4"),
+    (lambda g: group_index(g, np.ones((10, 4)), 0), "fanin=0"),
+    (lambda g: group_index(g, np.ones((10, 4)), 2, how="best"), "how='best'"),
+    (lambda g: group_index(g, np.ones((9, 4)), 2), "9 rows"),
+    (lambda g: group_index("groups", np.ones((10, 4)), 2), "LabelGroups"),
+    (lambda g: group_index(g, np.full((10, 4), np.inf), 2), "NaN or inf"),
+])
+def test_group_index_errors(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call(random_groups(10, 3))
