@@ -29,7 +29,8 @@ from .errors import ConfigError
 from .model import SPARSE_HEADS, ModelConfig, SparseInput, XMCModel
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
-CHOICES = {"groups": ("random", "clustered"), "dst": ("none", "random", "gradient")}
+CHOICES = {"groups": ("random", "clustered"), "index_init": ("random", "centroid"),
+           "dst": ("none", "random", "gradient")}
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainConfig:
     fanin: int = 64             # k, sparse heads
     group_size: int = 32        # m, group_shared and dense_sparse
     groups: str = "random"      # label groups: random | clustered (balanced 2-means on PIFA)
+    index_init: str = "random"  # a group's first inputs: random, or the k largest of its centroid in h-space
     head_size: int = 100        # dense_sparse: the most frequent labels get a dense head
     mach_buckets: int = 256     # mach: B
     mach_reps: int = 4          # mach: R
@@ -156,6 +158,8 @@ class Trainer:
         torch.manual_seed(c.seed)
         self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
         self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
+        if c.index_init == "centroid" and self.model.sparse is not None:
+            self.model.sparse.set_index(self.centroid_index())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         self.dst = None
         if c.dst != "none":
@@ -165,6 +169,23 @@ class Trainer:
             self.dst = DynamicSparsity(self.model.sparse, c.dst_config(), self.total_steps, padded=padded)
         self.step = 0
         self.epoch = 0
+
+    @torch.no_grad()
+    def centroid_index(self, max_points=20_000):
+        """(G, k) input sets of the sparse part: the k largest entries of each group's centroid of
+        PIFA embeddings in h-space (the hidden layer the head reads, at initialisation; PIFA over
+        at most `max_points` training points)."""
+        from .grouping import LabelGroups, group_index, pifa
+        model, n = self.model, min(self.dataset.n_train, max_points)
+        model.eval()
+        H = torch.cat([model.encode(SparseInput(self.X_train[s:min(s + 4096, n)])) for s in range(0, n, 4096)])
+        n_dense = 0 if model.dense is None else model.dense.n_labels
+        slots = model.slot_of_label.numpy()
+        tail = np.flatnonzero(slots >= n_dense)
+        tail = tail[np.argsort(slots[tail])]
+        groups = LabelGroups(len(tail), model.sparse.group_size, slots[tail] - n_dense)
+        scores = pifa(H.numpy(), self.dataset.Y_train[:n][:, tail])
+        return group_index(groups, scores, model.sparse.fanin, how="centroid", seed=self.config.seed)
 
     @property
     def steps_per_epoch(self):

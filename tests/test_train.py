@@ -98,6 +98,17 @@ def test_dynamic_sparse_training_moves_connections(tiny, regrow):
     assert np.mean([r["loss"] for r in steps[-5:]]) < np.mean([r["loss"] for r in steps[:5]])
 
 
+@pytest.mark.parametrize("head", ["fixed_fanin", "group_shared", "dense_sparse"])
+def test_centroid_index_init(tiny, head):
+    # each group's first inputs are the k largest entries of its centroid in h-space
+    trainer = Trainer(config(head=head, head_size=10, groups="clustered", index_init="centroid"), tiny)
+    idx = trainer.model.sparse.idx.numpy()
+    assert all(len(set(row)) == 8 for row in idx) and idx.min() >= 0 and idx.max() < 32
+    random = Trainer(config(head=head, head_size=10, groups="clustered"), tiny).model.sparse.idx.numpy()
+    assert not np.array_equal(np.sort(idx, axis=1), np.sort(random, axis=1))
+    assert list(trainer.run())[-1]["kind"] == "eval"
+
+
 def test_caller_can_stop_at_any_record(tiny):
     trainer = Trainer(config(), tiny)
     first = list(itertools.islice(trainer.run(), 3))
@@ -132,6 +143,7 @@ def test_intermediate_layer_feeds_the_head(tiny):
     (dict(head="group_shared", dst="random", dst_every=0), "every"),
     (dict(head="group_shared", dst="random", fanin=32), "nothing to regrow"),
     (dict(dst="magic"), "dst must be one of"),
+    (dict(index_init="best"), "index_init must be one of"),
 ])
 def test_bad_settings_raise_before_training(tiny, kw, match):
     with pytest.raises(ConfigError, match=match):
