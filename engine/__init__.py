@@ -1,15 +1,26 @@
-"""xmc-lab engine: sparse output layers for extreme multi-label classification, on the CPU (numba)."""
+"""xmc-lab engine: output layers for extreme multi-label classification.
+
+Data and metrics, the heads (dense, fixed fan-in, group-shared, MACH) with numba CPU and CUDA
+kernels, label groups, dynamic sparse training, learned-hash inference, and training as a
+generator of records kept in a run store. The CLI is `python -m engine`.
+"""
 
 from .data import Dataset, generate, load_dataset, read_xc, save_dataset, write_xc
+from .dst import DSTConfig, DynamicSparsity
 from .errors import ConfigError, DatasetFormatError, XMCError
-from .heads import DenseHead, GroupSharedHead, group_shared_linear
-from .metrics import evaluate, propensity
+from .grouping import LabelGroups, balanced_groups, group_index, pifa, random_groups
+from .heads import DenseHead, GroupSharedHead, MachHead, group_shared_linear
+from .lss import LearnedHashIndex
+from .memory import head_memory
+from .metrics import evaluate, inv_propensity, propensity
 from .model import ModelConfig, XMCModel
 from .runs import Run, RunStore
 from .train import TrainConfig, Trainer
 
 __all__ = [
-    "ConfigError", "Dataset", "DatasetFormatError", "DenseHead", "GroupSharedHead", "ModelConfig",
-    "Run", "RunStore", "TrainConfig", "Trainer", "XMCError", "XMCModel", "evaluate", "generate",
-    "group_shared_linear", "load_dataset", "propensity", "read_xc", "save_dataset", "write_xc",
+    "ConfigError", "DSTConfig", "Dataset", "DatasetFormatError", "DenseHead", "DynamicSparsity",
+    "GroupSharedHead", "LabelGroups", "LearnedHashIndex", "MachHead", "ModelConfig", "Run",
+    "RunStore", "TrainConfig", "Trainer", "XMCError", "XMCModel", "balanced_groups", "evaluate",
+    "generate", "group_index", "group_shared_linear", "head_memory", "inv_propensity",
+    "load_dataset", "pifa", "propensity", "random_groups", "read_xc", "save_dataset", "write_xc",
 ]

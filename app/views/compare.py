@@ -1,0 +1,97 @@
+"""Compare: memory per head (analytic next to measured), a live micro-benchmark, runs as a Pareto view."""
+
+import pandas as pd
+import streamlit as st
+
+from engine import ConfigError, XMCError
+
+from app import analysis, common, figures
+
+common.intro(
+    "Compare",
+    "What does sparsity buy? A dense head stores d+1 numbers per label; a fixed fan-in or group-shared head "
+    "stores k+1, plus k indices per group. Training multiplies that: a gradient per weight and Adam's two "
+    "moments. The logits, B x L numbers per batch, are the same for every head.",
+    r"M_{\text{head}} = 4\,\text{bytes}\cdot\big(\underbrace{P}_{\text{weights}} + \underbrace{P}_{\text{grads}} + "
+    r"\underbrace{2P}_{\text{Adam}} + \underbrace{G k}_{\text{indices}} + \underbrace{2 B L}_{\text{logits, grad}}\big),"
+    r"\qquad P_{\text{dense}} = (d+1)L,\quad P_{\text{sparse}} = (k+1)L",
+)
+ss = st.session_state
+ds, ref = common.dataset_or_stop()
+
+# --- memory ---------------------------------------------------------------------------------
+st.subheader("Memory per head")
+try:
+    base = common.train_config(ref)
+    variants = analysis.head_variants(base)
+    analytic = {h: analysis.memory_estimate(c, ds.n_features, ds.n_labels) for h, c in variants.items()}
+except ConfigError as e:
+    st.error(f"These settings do not make a model: {e}")
+    st.stop()
+measured_key = (ref, tuple(sorted(base.to_dict().items())))
+if st.button("Measure the real tensors", key="measure",
+             help="builds each head, runs one Adam step on a random batch and adds up its tensors"):
+    with st.spinner("Measuring ..."):
+        ss.measured = (measured_key, {h: analysis.measure_memory(c, ds.n_features, ds.n_labels)
+                                      for h, c in variants.items()})
+measured = ss.measured[1] if ss.get("measured") and ss.measured[0] == measured_key else None
+rows = []
+for h, a in analytic.items():
+    row = {"head": common.HEAD_NAMES.get(h, h), **{p: common.fmt_bytes(a.get(p, 0)) for p in figures.PARTS},
+           "total": common.fmt_bytes(a["total"])}
+    if measured:
+        row["measured total"] = common.fmt_bytes(measured[h]["total"])
+        row["measured / analytic"] = f"{measured[h]['total'] / a['total']:.3f}"
+    rows.append(row)
+st.dataframe(pd.DataFrame(rows), hide_index=True, key="memory_table")
+st.plotly_chart(figures.memory_bars({common.HEAD_NAMES.get(h, h): a for h, a in analytic.items()},
+                                    {common.HEAD_NAMES.get(h, h): m for h, m in measured.items()} if measured else None),
+                key="memory_bars")
+st.caption(f"d = {base.hidden}, L = {ds.n_labels:,}, k = {base.fanin}, m = {base.group_size}, B = {base.batch_size}, "
+           "float32 weights, int32 indices. Measured: bytes of the real parameter, index, gradient, Adam-state "
+           "and logit tensors after one step.")
+
+# --- benchmark ------------------------------------------------------------------------------
+st.subheader("Micro-benchmark")
+c = st.columns([2, 1, 1])
+counts = c[0].multiselect("Label counts", [1000, 2000, 4000, 8000, 16000, 32000, 64000], [1000, 4000, 16000],
+                          key="bench_L", bind="query-params")
+batch = c[1].select_slider("Batch B", [16, 32, 64, 128, 256], 64, key="bench_B", bind="query-params")
+repeats = c[2].slider("Repeats", 1, 10, 3, key="bench_reps", bind="query-params")
+common.note("Each provider is first checked against a dense emulation of the same layer, then timed: forward, "
+            "and forward + backward, median of the repeats after a warm-up. nn.Linear is the dense baseline; "
+            "torch.sparse holds the same L·k nonzeros as the fixed fan-in head.")
+if st.button("Run the benchmark", key="run_bench", type="primary", disabled=not counts):
+    bar = st.progress(0.0, text="starting ...")
+    try:
+        ss.bench_rows = analysis.run_bench(sorted(counts), progress=lambda i, n, t: bar.progress(i / n, text=t),
+                                      batch=batch, in_features=base.hidden, fanin=min(base.fanin, base.hidden),
+                                      group_size=base.group_size, repeats=repeats)
+    except (XMCError, ValueError, AssertionError) as e:
+        st.error(f"The benchmark stopped: {e}")
+if ss.get("bench_rows"):
+    st.plotly_chart(figures.bench_lines(ss.bench_rows), key="bench_chart")
+    st.dataframe(pd.DataFrame(ss.bench_rows)[["provider", "n_labels", "forward_s", "fwd_bwd_s", "ratio_to_dense",
+                                         "max_rel_err"]], hide_index=True, key="bench_table")
+
+# --- runs -----------------------------------------------------------------------------------
+st.subheader("Runs: accuracy against memory")
+points = []
+for run in common.jobs().store.list():
+    try:
+        cfg = run.config
+    except (XMCError, ValueError, TypeError):
+        continue
+    ev = analysis.last_eval(run.records())
+    run_ds = common.dataset_by_ref(cfg.data)
+    if ev is None or run_ds is None:
+        continue
+    try:
+        memory = analysis.memory_estimate(cfg, run_ds.n_features, run_ds.n_labels)["total"]
+    except ConfigError:
+        continue
+    points.append({"run": f"{run.id} ({run_ds.name})", "head": cfg.head, "memory": memory, "p1": ev.get("P@1", 0.0)})
+if points:
+    st.plotly_chart(figures.pareto(points), key="pareto")
+else:
+    st.info("No evaluated runs yet: train a few heads on the Train page to fill this view.")

@@ -1,0 +1,119 @@
+"""Connectivity: which inputs each group reads, how often inputs are shared, the group's weights."""
+
+import importlib.util
+import json
+
+import pandas as pd
+import streamlit as st
+
+from engine import TrainConfig, XMCError
+
+from app import analysis, common, figures
+
+common.intro(
+    "Connectivity",
+    "In a sparse head a group g of m labels reads only k of the d hidden units: the **index set** idx[g]. "
+    "Each label of the group has its own k weights on those shared inputs. Hidden units have no names, so "
+    "for each one the table shows the input features that drive it most in the first layer.",
+    r"z_{g m + j} = \sum_{t=1}^{k} W_{g,j,t}\; h_{\mathrm{idx}[g,t]} \qquad "
+    r"\text{reuse}(i) = \big|\{(g,t) : \mathrm{idx}[g,t] = i\}\big| \approx \frac{G\,k}{d}",
+)
+ss = st.session_state
+ds, ref = common.dataset_or_stop()
+store = common.jobs().store
+with_ckpt = [r.id for r in reversed(store.list()) if (r.path / "model.safetensors").exists()]
+CURRENT = "(current settings, untrained)"
+source = st.selectbox("Model", [CURRENT] + with_ckpt, key="conn_model", bind="query-params")
+
+
+@st.cache_resource(show_spinner="Building the model ...", max_entries=4)
+def model_for(config_json, data_ref, run_id):
+    dataset = common.dataset_by_ref(data_ref) if run_id else common.current_dataset()[0]
+    if run_id:
+        return analysis.load_run_model(store.get(run_id), dataset)
+    return analysis.build_trainer(TrainConfig.from_dict(json.loads(config_json)), dataset).model
+
+
+try:
+    if source == CURRENT:
+        model = model_for(json.dumps(common.train_config(ref).to_dict(), sort_keys=True), ref, None)
+    else:
+        run = store.get(source)
+        ds = common.dataset_by_ref(run.config.data) or ds
+        model = model_for("", run.config.data, source)
+except XMCError as e:
+    st.error(f"No model for these settings: {e}")
+    st.stop()
+
+head = analysis.sparse_head(model)
+if head is None:
+    st.info(f"The {model.config.head} head has no index sets: every label reads all {model.config.head_in} inputs "
+            "(dense) or hashed buckets (MACH). Choose a fixed fan-in or group-shared head in the sidebar, or a "
+            "run that used one.")
+    st.stop()
+
+idx = analysis.head_index(model)                                        # (G, k)
+groups = analysis.label_groups(model)
+G, k = idx.shape
+d = head.in_features
+names = ds.label_names or [f"label {i}" for i in range(ds.n_labels)]
+st.caption(f"{G:,} groups of up to {head.group_size} labels, each reading k = {k} of d = {d} inputs "
+           f"({100 * k / d:.1f}% of the connections of a dense layer).")
+
+c = st.columns([1, 2])
+label = c[1].selectbox("... or find a label", range(ds.n_labels), index=None, key="conn_label",
+                       format_func=lambda i: names[i], placeholder="type a label name")
+if label is not None and groups[label] >= 0:
+    g = int(groups[label])
+    c[0].metric("Group", g)
+else:
+    g = c[0].number_input("Group", 0, G - 1, 0, key="conn_group", bind="query-params")
+members = analysis.group_labels(groups, g)
+st.markdown(f"**Group {g}**: labels " + ", ".join(names[i] for i in members[:32]) + (" ..." if len(members) > 32 else ""))
+
+left, right = st.columns([3, 2])
+with left:
+    st.markdown(f"**The {k} inputs group {g} reads** (strongest first)")
+    st.dataframe(pd.DataFrame(analysis.group_inputs_table(model, g, ds.feature_names)), hide_index=True,
+                 key="inputs_table", height=320)
+with right:
+    W = head.weight.detach()[g].numpy()                                 # (m, k)
+    n_real = min(len(members), W.shape[0])
+    label_of_slot = {}
+    slots = analysis.label_slots(model)
+    for l in members:
+        label_of_slot[int(slots[l]) % head.group_size] = names[l]
+    st.plotly_chart(figures.group_weights(W[:max(n_real, 1)], [f"h{i}" for i in idx[g]],
+                                          [label_of_slot.get(j, f"(padding {j})") for j in range(max(n_real, 1))]),
+                    key="group_weights")
+
+rows, M, sampled = analysis.connectivity_matrix(idx, d, seed=int(ss.get("seed", 0)))
+h1, h2 = st.columns([3, 2])
+h1.plotly_chart(figures.connectivity_heatmap(rows, M, sampled), key="heatmap")
+if sampled:
+    h1.caption(f"Showing {len(rows)} of {G:,} groups, sampled at random (seed {int(ss.get('seed', 0))}).")
+counts = analysis.reuse_counts(idx, d)
+h2.plotly_chart(figures.reuse_histogram(counts, expected=G * k / d), key="reuse")
+h2.caption(f"{int((counts == 0).sum())} of {d} inputs are read by no group; the busiest by {int(counts.max())}.")
+common.note(
+    "Random index sets spread the inputs evenly: each is read by about G·k/d groups (the dashed line). "
+    "Data-driven sets (clustered groups, dynamic sparse training) concentrate on the inputs that matter, "
+    "so the histogram grows a tail."
+)
+
+# dynamic sparse training: only once the engine has it and the run recorded updates
+if importlib.util.find_spec("engine.dst") is not None and source != CURRENT:
+    _, _, other = analysis.split_records(store.get(source).records())
+    updates = other.get("dst", [])
+    if updates:
+        st.subheader("Dynamic sparse training")
+        st.plotly_chart(figures.dst_changes(updates), key="dst_changes")
+        i = st.slider("Update", 1, len(updates), len(updates), key="dst_update")
+        u = updates[i - 1]
+        mine = [(t, o, n) for gg, t, o, n in zip(u.get("group", []), u.get("slot", []), u.get("old_input", []),
+                                                 u.get("new_input", [])) if gg == g]
+        st.markdown(f"Update {i} at step {u['step']}: {u.get('dropped', 0):,} connections moved "
+                    f"(drop fraction {u.get('zeta', 0):.3f}); group {g} moved {len(mine)}.")
+        if mine:
+            st.dataframe(pd.DataFrame(mine, columns=["slot", "old input", "new input"]), hide_index=True,
+                         key="dst_moves")

@@ -1,0 +1,256 @@
+"""Train: pick a head, start a run, watch loss and P@k / nDCG@k / PSP@k live; compare runs."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from engine import ConfigError, TrainConfig, XMCError
+from engine.runs import RunNotFoundError
+
+from app import analysis, common, figures
+from app.jobs import LIVE, read_status
+
+REFRESH_S = 0.5
+PRESETS = {
+    "Quick demo: group-shared k=32, m=32": dict(head="group_shared", hidden=256, fanin=32, group=32, epochs=40,
+                                                dst="none"),
+    "Group-shared + dynamic sparse training": dict(head="group_shared", hidden=256, fanin=32, group=32, epochs=40,
+                                                   dst="random", dst_every=20),
+    "Fixed fan-in k=32": dict(head="fixed_fanin", hidden=256, fanin=32, epochs=40, dst="none"),
+    "Dense baseline": dict(head="dense", hidden=256, epochs=40, dst="none"),
+    "Tiny (for a quick look)": dict(head="group_shared", hidden=64, fanin=16, group=16, epochs=10, dst="none"),
+}
+ss = st.session_state
+HAS_DST = {"dst", "dst_every", "dst_zeta"} <= common.TRAIN_FIELDS
+
+common.intro(
+    "Train",
+    "The network encodes the sparse features into a hidden vector h (d numbers), and the **head** turns h "
+    "into one score per label. Training lowers the binary cross-entropy between the scores and the labels; "
+    "every few steps the model ranks the labels of the test points, and **P@k** counts how many of its top "
+    "k are right.",
+    r"\mathcal{L} = -\frac{1}{B}\sum_{b}\sum_{l}\big[y_{bl}\log\sigma(z_{bl}) + (1-y_{bl})\log(1-\sigma(z_{bl}))\big]"
+    r"\qquad \mathrm{P@}k = \frac{1}{N}\sum_i \frac{1}{k}\,\big|\mathrm{top}_k(z_i)\cap y_i\big|",
+)
+
+
+def apply_preset():
+    for key, value in PRESETS.get(ss.get("preset"), {}).items():
+        if not key.startswith("dst") or HAS_DST:
+            ss[key] = value
+
+
+def import_config():
+    """Callback: settings from an uploaded config.json."""
+    f = ss.get("config_file")
+    if f is None:
+        return
+    try:
+        cfg = TrainConfig.from_dict(json.loads(f.getvalue()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, XMCError) as e:
+        ss.train_error = f"That is not a run configuration: {e}"
+        return
+    ss.update(head=cfg.head, hidden=cfg.hidden, fanin=cfg.fanin, group=cfg.group_size, seed=cfg.seed,
+              epochs=cfg.epochs, batch=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
+              dropout=cfg.dropout, normalize=cfg.normalize)
+    if cfg.data == "sample":
+        ss["data"] = "sample"
+    else:
+        ss.update(data="folder", path=cfg.data)
+
+
+def page_settings():
+    out = dict(epochs=int(ss.get("epochs", 40)), batch_size=int(ss.get("batch", 256)), lr=float(ss.get("lr", 3e-3)),
+               eval_every=int(ss.get("eval_every", 4)), dropout=float(ss.get("dropout", 0.3)),
+               normalize=bool(ss.get("normalize", False)))
+    if HAS_DST:
+        out.update(dst=ss.get("dst", "none"), dst_every=int(ss.get("dst_every", 20)),
+                   dst_zeta=float(ss.get("dst_zeta", 0.3)))
+    return out
+
+
+def start():
+    """Callback of Start: build the config, start the job, select its run."""
+    ss.train_error = None
+    try:
+        ds, ref = common.current_dataset()
+        config = common.train_config(ref, **page_settings())
+        job = common.jobs().start(config, ds)
+    except XMCError as e:
+        ss.train_error = str(e)
+        return
+    ss["run"] = job.id
+    ss["started_at"] = job.started
+
+
+def control(action):
+    job = common.jobs().get(ss.get("run") or "")
+    if job is not None:
+        getattr(job, action)()
+        if action == "stop":
+            job.thread.join(1.0)                        # the step in flight ends; the page then shows "stopped"
+
+
+def config_box():
+    """Export the shown run's config (or the current settings) as JSON; import one."""
+    with st.expander("Configuration as JSON (export / import)"):
+        try:
+            shown = store.get(ss["run"]).config if ss.get("run") in ids else config
+        except (RunNotFoundError, XMCError):
+            shown = config
+        cfg_json = json.dumps(shown.to_dict(), indent=2)
+        st.code(cfg_json, language="json")
+        st.download_button("Download config.json", cfg_json, file_name="config.json", mime="application/json")
+        st.file_uploader("Import a config.json (sets the sidebar and the settings above)", type=["json"],
+                         key="config_file", on_change=import_config)
+
+
+# --- settings -------------------------------------------------------------------------------
+ds, ref = common.dataset_or_stop()
+with st.container(border=True):
+    c = st.columns([2, 1, 1, 1, 1])
+    c[0].selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
+                   help="sets the head and its settings in the sidebar, and the epochs")
+    c[1].slider("Epochs", 1, 200, 40, key="epochs", bind="query-params", persist_state="session")
+    c[2].select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], 3e-3, key="lr", bind="query-params",
+                       persist_state="session", format_func=lambda v: f"{v:g}")
+    c[3].select_slider("Batch size", [32, 64, 128, 256, 512, 1024], 256, key="batch", bind="query-params",
+                       persist_state="session")
+    c[4].number_input("Evaluate every (steps)", 0, 10000, 4, key="eval_every", bind="query-params",
+                      persist_state="session", help="0 = once per epoch; small = early, frequent points")
+    if not common.classroom():
+        a = st.columns([1, 1, 1, 1, 1])
+        a[0].slider("Dropout", 0.0, 0.9, 0.3, 0.05, key="dropout", bind="query-params", persist_state="session")
+        a[1].toggle("l2-normalise rows", key="normalize", bind="query-params", persist_state="session")
+        if HAS_DST:
+            a[2].selectbox("Dynamic sparse training", ["none", "random", "gradient"], key="dst", bind="query-params",
+                           persist_state="session", help="every ΔT steps each group swaps its weakest inputs "
+                           "for new ones: random (SET) or largest gradient (RigL-style)")
+            a[3].number_input("DST every ΔT steps", 1, 10000, 20, key="dst_every", bind="query-params",
+                              persist_state="session")
+            a[4].slider("DST drop fraction ζ", 0.05, 0.9, 0.3, 0.05, key="dst_zeta", bind="query-params",
+                        persist_state="session", help="decays with a cosine to 0 at 3/4 of training")
+
+try:
+    config = common.train_config(ref, **page_settings())
+    mem = analysis.memory_estimate(config, ds.n_features, ds.n_labels)
+    dense_mem = analysis.memory_estimate(common.train_config(ref, **page_settings(), head="dense"),
+                                         ds.n_features, ds.n_labels)
+except ConfigError as e:
+    st.error(f"These settings do not make a model: {e}")
+    st.stop()
+
+m = st.columns(4)
+m[0].metric("Head parameters", f"{mem['params'] // 4:,}")
+m[1].metric("Head memory in training", common.fmt_bytes(mem["total"]),
+            delta=f"{mem['total'] / dense_mem['total']:.2f}x dense" if config.head != "dense" else None,
+            delta_color="off")
+m[2].metric("Labels L / inputs d", f"{ds.n_labels:,} / {config.hidden}")
+m[3].metric("Steps", f"{config.epochs * -(-ds.n_train // config.batch_size):,}")
+common.note(
+    "The memory estimate counts the head only: weights and biases, the index sets of a sparse head (int32), "
+    "one gradient per weight, Adam's two moments per weight, and the B x L logits with their gradient. "
+    "A dense head needs (d+1)·L weights; a sparse one k+1 per label and k indices per group of m labels."
+)
+
+# --- controls -------------------------------------------------------------------------------
+store = common.jobs().store
+runs = list(reversed(store.list()))
+ids = [r.id for r in runs]
+b = st.columns([1, 1, 1, 1, 4])
+b[0].button("Start", type="primary", on_click=start, key="start", icon=":material/play_arrow:")
+if ids:                                   # created before reading ss["run"]: a URL's ?run= seeds it here
+    b[4].selectbox("Run", ids, key="run", bind="query-params", label_visibility="collapsed",
+                   help="the run shown below; runs are stored, so a reload finds them")
+current = ss.get("run") if ss.get("run") in ids else None
+job = common.jobs().get(current) if current else None
+live = job is not None and job.alive
+paused = live and job.paused
+b[1].button("Resume" if paused else "Pause", on_click=control, args=("resume" if paused else "pause",),
+            disabled=not live, key="pause", icon=":material/pause:" if not paused else ":material/play_arrow:")
+b[2].button("Step", on_click=control, args=("step",), disabled=not paused, key="step",
+            help="while paused: one training step", icon=":material/skip_next:")
+b[3].button("Stop", on_click=control, args=("stop",), disabled=not live, key="stop", icon=":material/stop:")
+if ss.get("train_error"):
+    st.error(ss.train_error)
+if common.warm_stage() != "done":
+    st.caption("Warming up in the background (once after the server starts: training kernels, then UMAP); "
+               "a Start now may take a few seconds longer.")
+
+if not ids:
+    st.info("No runs yet: press Start to train the head set in the sidebar on this dataset.")
+    config_box()
+    st.stop()
+run_id = ss.get("run") or ids[0]
+
+
+@st.fragment(run_every=REFRESH_S if live else None)
+def live_view(run_id):
+    try:
+        run = store.get(run_id)
+    except RunNotFoundError as e:
+        st.error(str(e))
+        return
+    records = run.records()
+    state = common.jobs().state(run)
+    steps, evals, other = analysis.split_records(records)
+    last_step = steps[-1]["step"] if steps else 0
+    info = read_status(run.path)
+    total = info.get("total_steps")
+    st.markdown(f"**{run_id}** · {state} · step {last_step:,}" + (f" of {total:,}" if total else "") +
+                f" · {len(steps)} steps, {len(evals)} evaluations recorded")
+    if info.get("error"):
+        st.error(f"The run failed: {info['error']}")
+    if evals:
+        last = evals[-1]
+        cols = st.columns(6)
+        for col, key in zip(cols, ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5")):
+            if key in last:
+                col.metric(key, f"{100 * last[key]:.2f}")
+        if steps:
+            cols[5].metric("ms / step", f"{1e3 * sum(r['step_time'] for r in steps[-20:]) / len(steps[-20:]):.1f}")
+    metrics = [k for k in figures.METRIC_ORDER if evals and k in evals[-1]][:4] or ["P@1"]
+    st.plotly_chart(figures.training_curves(steps, evals, metrics), key="live_curves")
+    if steps and not common.classroom():
+        st.plotly_chart(figures.step_times(steps), key="step_times")
+    if other.get("dst"):
+        st.plotly_chart(figures.dst_changes(other["dst"]), key="live_dst")
+    if ss.get("live_run") == run_id and state not in LIVE:
+        ss.live_run = None
+        st.rerun(scope="app")                           # the buttons follow the finished run
+
+
+if live:
+    ss.live_run = current
+live_view(run_id)
+
+# --- runs -----------------------------------------------------------------------------------
+st.subheader("Runs")
+rows = []
+for r in runs:
+    try:
+        cfg = r.config
+    except (XMCError, ValueError, TypeError):
+        continue
+    recs = r.records()
+    ev = analysis.last_eval(recs)
+    rows.append({"run": r.id, "head": cfg.head, "data": "sample" if cfg.data == "sample" else cfg.data.split("/")[-1],
+                 "state": common.jobs().state(r), "k": cfg.fanin if cfg.head != "dense" else None,
+                 "m": cfg.group_size if cfg.head == "group_shared" else None,
+                 "steps": max((x["step"] for x in recs if x.get("kind") == "step"), default=0),
+                 "P@1": None if ev is None else round(100 * ev.get("P@1", 0), 2),
+                 "P@5": None if ev is None else round(100 * ev.get("P@5", 0), 2)})
+st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table")
+o = st.columns([3, 1])
+chosen = o[0].multiselect("Overlay runs", ids, default=[run_id] if run_id in ids else [], key="overlay",
+                          max_selections=8)
+metric = o[1].selectbox("Metric", ["P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "loss"], key="overlay_metric")
+if chosen:
+    series = {}
+    for rid in chosen:
+        steps, evals, _ = analysis.split_records(store.get(rid).records())
+        series[rid] = steps if metric == "loss" else evals
+    st.plotly_chart(figures.overlay(series, metric), key="overlay_chart")
+
+config_box()
