@@ -212,8 +212,8 @@ class XMCModel(nn.Module):
     def init_label_prior(self, label_counts, n_points):
         """Start each label's bias at the log-odds of its training frequency,
         b_l = log(p_l / (1 - p_l)) with p_l = (N_l + ½) / (N + 1), so that the first steps learn
-        features, not the ~-log L offset every rare label needs. (Not for MACH: its buckets
-        hold many labels each.)"""
+        features, not the ~-log L offset every rare label needs. (MACH's buckets hold many labels
+        each: MachHead.init_bucket_prior does the same per bucket.)"""
         if self.mach is not None:
             return
         p = (torch.as_tensor(label_counts, dtype=torch.float64) + 0.5) / (n_points + 1)

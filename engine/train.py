@@ -158,6 +158,8 @@ class Trainer:
         torch.manual_seed(c.seed)
         self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
         self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
+        if self.model.mach is not None:
+            self.model.mach.init_bucket_prior(ds.Y_train)
         if c.index_init == "centroid" and self.model.sparse is not None:
             self.model.sparse.set_index(self.centroid_index())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)

@@ -41,3 +41,10 @@ def test_module_entry_point_exit_code():
     proc = subprocess.run([sys.executable, "-m", "engine", "train", "--epochs", "zero"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid int value" in proc.stderr
+
+
+def test_lss_command_prints_both_indexes(capsys):
+    assert main(["lss", "--labels", "300", "--points", "600", "--features", "200", "--clusters", "10",
+                 "--tables", "4", "--bits", "4", "--fit-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "simhash" in out and "learned" in out and "bar (" in out

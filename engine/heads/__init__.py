@@ -6,5 +6,6 @@
 """
 
 from .group_shared import DenseHead, GroupSharedHead, group_shared_linear
+from .mach import MachHead
 
-__all__ = ["DenseHead", "GroupSharedHead", "group_shared_linear"]
+__all__ = ["DenseHead", "GroupSharedHead", "MachHead", "group_shared_linear"]
