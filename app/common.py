@@ -172,6 +172,25 @@ def dataset_by_ref(data: str):
         return None
 
 
+def runs_with_checkpoint():
+    """Ids of the stored runs that have a checkpoint, newest first."""
+    return [r.id for r in reversed(jobs().store.list()) if (r.path / "model.safetensors").exists()]
+
+
+@st.cache_resource(show_spinner="Building the model ...", max_entries=4)
+def model_for(config_json, data_ref, run_id):
+    """The untrained model of a config (as JSON), or a stored run's model at its checkpoint."""
+    dataset = dataset_by_ref(data_ref) if run_id else current_dataset()[0]
+    if run_id:
+        return analysis.load_run_model(jobs().store.get(run_id), dataset)
+    return analysis.build_trainer(TrainConfig.from_dict(json.loads(config_json)), dataset).model
+
+
+def current_model(ref):
+    """The untrained model of the sidebar settings on dataset `ref`."""
+    return model_for(json.dumps(train_config(ref).to_dict(), sort_keys=True), ref, None)
+
+
 # ---------------------------------------------------------------------------------------------
 # configuration
 

@@ -7,7 +7,6 @@ per epoch (training only). All rows share the encoder (512 hidden units), optimi
 seed; only the head and its method change.
 """
 
-import time
 
 from tqdm import tqdm
 

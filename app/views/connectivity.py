@@ -1,12 +1,11 @@
 """Connectivity: which inputs each group reads, how often inputs are shared, the group's weights."""
 
 import importlib.util
-import json
 
 import pandas as pd
 import streamlit as st
 
-from engine import TrainConfig, XMCError
+from engine import XMCError
 
 from app import analysis, common, figures
 
@@ -21,26 +20,18 @@ common.intro(
 ss = st.session_state
 ds, ref = common.dataset_or_stop()
 store = common.jobs().store
-with_ckpt = [r.id for r in reversed(store.list()) if (r.path / "model.safetensors").exists()]
+with_ckpt = common.runs_with_checkpoint()
 CURRENT = "(current settings, untrained)"
 source = st.selectbox("Model", [CURRENT] + with_ckpt, key="conn_model", bind="query-params")
 
 
-@st.cache_resource(show_spinner="Building the model ...", max_entries=4)
-def model_for(config_json, data_ref, run_id):
-    dataset = common.dataset_by_ref(data_ref) if run_id else common.current_dataset()[0]
-    if run_id:
-        return analysis.load_run_model(store.get(run_id), dataset)
-    return analysis.build_trainer(TrainConfig.from_dict(json.loads(config_json)), dataset).model
-
-
 try:
     if source == CURRENT:
-        model = model_for(json.dumps(common.train_config(ref).to_dict(), sort_keys=True), ref, None)
+        model = common.current_model(ref)
     else:
         run = store.get(source)
         ds = common.dataset_by_ref(run.config.data) or ds
-        model = model_for("", run.config.data, source)
+        model = common.model_for("", run.config.data, source)
 except XMCError as e:
     st.error(f"No model for these settings: {e}")
     st.stop()

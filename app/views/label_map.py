@@ -1,6 +1,5 @@
 """Label map: labels in 2-D (UMAP of PIFA embeddings or trained weights), coloured by group."""
 
-import json
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ common.intro(
 ss = st.session_state
 ds, ref = common.dataset_or_stop()
 store = common.jobs().store
-with_ckpt = [r.id for r in reversed(store.list()) if (r.path / "model.safetensors").exists()]
+with_ckpt = common.runs_with_checkpoint()
 CURRENT = "(current settings, untrained)"
 
 c = st.columns([2, 1, 1])
@@ -31,16 +30,6 @@ vectors = c[1].radio("Label vectors", ["PIFA", "trained weights"], key="vectors"
                      horizontal=True, help="trained weights: each label's row of the head (needs a run)")
 method = c[2].radio("Layout", ["umap", "pca"], key="method", bind="query-params", horizontal=True,
                     help="umap: neighbours stay neighbours (seconds); pca: the two main directions (instant)")
-
-
-@st.cache_resource(show_spinner="Building the model ...", max_entries=4)
-def model_for(config_json, data_ref, run_id):
-    """The untrained model of a config, or a stored run's model at its checkpoint."""
-    dataset = common.dataset_by_ref(data_ref) if run_id else common.current_dataset()[0]
-    if run_id:
-        return analysis.load_run_model(store.get(run_id), dataset)
-    from engine import TrainConfig
-    return analysis.build_trainer(TrainConfig.from_dict(json.loads(config_json)), dataset).model
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -68,8 +57,7 @@ def pick_from_map():
 
 try:
     if source == CURRENT:
-        config = common.train_config(ref)
-        model = model_for(json.dumps(config.to_dict(), sort_keys=True), ref, None)
+        model = common.current_model(ref)
     else:
         run = store.get(source)
         if run.config.data != ref:
@@ -78,7 +66,7 @@ try:
             if ds is None:
                 st.error(f"The dataset of run {source} is gone: {run.config.data}")
                 st.stop()
-        model = model_for("", run.config.data, source)
+        model = common.model_for("", run.config.data, source)
 except XMCError as e:
     st.error(f"No model for these settings: {e}")
     st.stop()
