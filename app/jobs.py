@@ -157,7 +157,7 @@ class Job:
                 if record.get("kind") == "eval":
                     if self.first_eval_s is None:
                         self.first_eval_s = time.perf_counter() - self.started
-                    self.run.save_checkpoint(trainer.model)
+                    self.run.save_checkpoint(trainer.model, trainer)
         except XMCError as e:                         # a bad setting: the message says which
             self.error = str(e)
         except Exception as e:                        # noqa: BLE001 - the job thread reports, never raises
@@ -166,7 +166,7 @@ class Job:
         finally:
             if trainer is not None and state in ("stopped", "done"):
                 try:
-                    self.run.save_checkpoint(trainer.model)
+                    self.run.save_checkpoint(trainer.model, trainer)
                 except OSError as e:
                     self.error = f"checkpoint not saved: {e}"
             self._set_state(state, error=self.error, first_record_s=self.first_record_s,

@@ -4,8 +4,16 @@
     runs/<id>/metrics.jsonl      one record per line, as the Trainer yields them
     runs/<id>/model.safetensors  the latest checkpoint (tensors only: no pickle)
 
-config.json and the checkpoint are written atomically (temp file + rename); metrics.jsonl is
-appended line by line, and a torn last line (a crash mid-write) is ignored when read.
+config.json and the checkpoint are written atomically (temp file + fsync + rename); metrics.jsonl
+is appended line by line, and a torn last line (a crash mid-write) is ignored when read.
+
+A checkpoint holds the model's state_dict under its own keys and, when saved with the trainer,
+what resuming needs under "trainer/..." keys (Adam's moments and step counts, torch's RNG state)
+plus a JSON header (step, epoch, config) in the safetensors metadata. Loading reads tensors only:
+a file that is not safetensors (a pickle, a torch.save zip) is refused before anything is parsed.
+
+    run.save_checkpoint(trainer.model, trainer)       # at each evaluation
+    trainer = Trainer(run.config); run.resume(trainer)  # after a crash: continue from that step
 """
 
 import json
@@ -13,20 +21,76 @@ import os
 import time
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from .errors import XMCError
+from .errors import ConfigError, XMCError
 from .train import TrainConfig
+
+CHECKPOINT = "model.safetensors"
+TRAINER_PREFIX = "trainer/"
+META_KEY = "xmc_trainer"
 
 
 class RunNotFoundError(XMCError):
     pass
 
 
+class CheckpointError(XMCError):
+    """A checkpoint is missing, not a safetensors file, or does not fit the model / config."""
+
+
 def _atomic_write(path, write):
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    with open(tmp, "rb+") as f:          # the bytes are on disk before the name points at them
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_checkpoint(path):
+    """(tensors, metadata) of a safetensors file; CheckpointError for anything else, pickles included.
+
+    Nothing in the file is executed: the first bytes are checked for the pickle and zip (torch.save)
+    magic, then safetensors parses its JSON header and copies the raw tensor bytes."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, expected a safetensors checkpoint") from None
+    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+        raise CheckpointError(f"{path}: is a pickle / torch.save file, not safetensors; refused "
+                              f"(loading a pickle can run arbitrary code)")
+    if len(head) < 8:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (truncated: {len(head)} bytes)")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({e})") from None
+    return tensors, meta
+
+
+def _check_indices(model, path):
+    """The integer buffers a checkpoint sets are indices into other tensors: check their range
+    (the kernels trust them), as the model's constructor does."""
+    slots = getattr(model, "slot_of_label", None)
+    n_slots = getattr(model, "n_slots", None)
+    if slots is not None and n_slots is not None and slots.numel():
+        if int(slots.min()) < 0 or int(slots.max()) >= n_slots or slots.unique().numel() != slots.numel():
+            raise CheckpointError(f"{path}: slot_of_label must be distinct slots in [0, {n_slots})")
+    sparse = getattr(model, "sparse", None)
+    if sparse is not None:
+        try:
+            sparse.set_index(sparse.idx.cpu().numpy())
+        except (XMCError, ValueError) as e:
+            raise CheckpointError(f"{path}: bad index sets ({e})") from None
 
 
 class Run:
@@ -35,8 +99,22 @@ class Run:
         self.id = self.path.name
 
     @property
+    def checkpoint_path(self):
+        return self.path / CHECKPOINT
+
+    @property
     def config(self):
-        return TrainConfig.from_dict(json.loads((self.path / "config.json").read_text()))
+        path = self.path / "config.json"
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunNotFoundError(f"{self.path}: not a run (no config.json)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        try:
+            return TrainConfig.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def append(self, record):
         with open(self.path / "metrics.jsonl", "a") as f:
@@ -55,12 +133,57 @@ class Run:
                 break
         return out
 
-    def save_checkpoint(self, model):
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        _atomic_write(self.path / "model.safetensors", lambda p: save_file(state, str(p)))
+    def save_checkpoint(self, model, trainer=None):
+        """Write the model's weights (and, given the trainer, what resuming needs) atomically."""
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        metadata = None
+        if trainer is not None:
+            tensors, meta = trainer.checkpoint_state()
+            state.update({TRAINER_PREFIX + k: v for k, v in tensors.items()})
+            metadata = {META_KEY: json.dumps(meta)}
+        _atomic_write(self.checkpoint_path, lambda p: save_file(state, str(p), metadata=metadata))
+
+    def _load_model(self, model, tensors):
+        weights = {k: v for k, v in tensors.items() if not k.startswith(TRAINER_PREFIX)}
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise CheckpointError(f"{self.checkpoint_path}: does not fit the model "
+                                  f"({'; '.join(line.strip() for line in first[:3])})") from None
+        _check_indices(model, self.checkpoint_path)
 
     def load_checkpoint(self, model):
-        model.load_state_dict(load_file(str(self.path / "model.safetensors")))
+        """Load the weights of the latest checkpoint into model."""
+        tensors, _ = read_checkpoint(self.checkpoint_path)
+        self._load_model(model, tensors)
+
+    def checkpoint_step(self):
+        """The step of the latest resumable checkpoint, or None."""
+        _, meta = read_checkpoint(self.checkpoint_path)
+        return json.loads(meta[META_KEY])["step"] if META_KEY in meta else None
+
+    def resume(self, trainer):
+        """Load the latest checkpoint into a fresh Trainer of this run's config and drop the records
+        written after it, so that trainer.run() continues the run as if it had never stopped.
+        Returns the checkpoint's step."""
+        tensors, meta = read_checkpoint(self.checkpoint_path)
+        if META_KEY not in meta:
+            raise CheckpointError(f"{self.checkpoint_path}: has weights only (no optimizer state), "
+                                  f"cannot resume")
+        try:
+            state = json.loads(meta[META_KEY])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{self.checkpoint_path}: bad metadata ({e})") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{self.checkpoint_path}: bad metadata (not a JSON object)")
+        self._load_model(trainer.model, tensors)
+        trainer.restore({k[len(TRAINER_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINER_PREFIX)},
+                        state)
+        kept = [r for r in self.records() if r.get("step", 0) <= trainer.step]
+        _atomic_write(self.path / "metrics.jsonl",
+                      lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in kept)))
+        return trainer.step
 
 
 class RunStore:

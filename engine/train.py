@@ -7,6 +7,13 @@
 Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss"], "step_time"}
 Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", "eval_time"}
 DST records:   {"kind": "dst", "step", ...}  one per dynamic-sparsity update (engine.dst)
+Error record:  {"kind": "error", "error": "divergence", "step", "epoch", "message"}  the last record of a
+               run whose loss became NaN or inf; run() then raises DivergenceError (the weights are
+               those of the last good step: the bad step is not applied)
+
+The batch order of an epoch depends only on (seed, epoch), the dropout masks on torch's RNG,
+whose state (one per Trainer) is part of `checkpoint_state()`, so a run resumed from a checkpoint (`restore`)
+yields the same records as the uninterrupted run from that point.
 
 The loss is binary cross-entropy with logits against the sparse label matrix, summed over the
 labels and averaged over the batch:  loss = -(1/B) Σ_b Σ_l [y log σ(z) + (1-y) log(1-σ(z))],
@@ -16,6 +23,9 @@ The same config and seed give the same numbers on the CPU.
 """
 
 import dataclasses
+import math
+import numbers
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +35,49 @@ import torch
 
 from . import metrics
 from .data import Dataset, load_dataset, normalize_rows
-from .errors import ConfigError
-from .model import SPARSE_HEADS, ModelConfig, SparseInput, XMCModel
+from .errors import ConfigError, XMCError
+from .model import HEADS, SPARSE_HEADS, ModelConfig, SparseInput, XMCModel
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 CHOICES = {"groups": ("random", "clustered"), "index_init": ("random", "centroid"),
            "dst": ("none", "random", "gradient")}
+CHECKPOINT_FORMAT = 1
+# torch's default RNG (model init, dropout masks) is one per process: each Trainer keeps its own state
+# and swaps it in, under this lock, around what draws from it, so two trainers in two threads (two app
+# sessions) neither disturb each other's numbers nor the checkpointed RNG state.
+_TORCH_RNG = threading.Lock()
+
+
+class DivergenceError(XMCError):
+    """The loss became NaN or inf: training stopped; the last good checkpoint is kept."""
+
+
+def _check_types(config):
+    """Each field has its declared type (ints for int fields, finite numbers for float fields, ...):
+    a bad value raises ConfigError naming the key, not a TypeError somewhere later."""
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if f.type is bool:
+            ok = isinstance(v, (bool, np.bool_))
+            if ok:
+                setattr(config, f.name, bool(v))
+        elif f.type is int:
+            ok = isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+            if ok:
+                setattr(config, f.name, int(v))
+        elif f.type is float:
+            ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+            if ok:
+                if not math.isfinite(v):
+                    raise ConfigError(f"{f.name} must be a finite number, got {v!r}")
+                setattr(config, f.name, float(v))
+        elif f.type is str:
+            ok = isinstance(v, str)
+        else:                                                   # pragma: no cover - no such fields
+            ok = True
+        if not ok:
+            raise ConfigError(f"{f.name} must be {'an' if f.type is int else 'a'} {f.type.__name__}, "
+                              f"got {type(v).__name__} {v!r}")
 
 
 @dataclass
@@ -64,6 +111,19 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        _check_types(self)
+        if self.head not in HEADS:                    # the model's own settings, checked here too so that a
+            raise ConfigError(f"head must be one of {HEADS}, got {self.head!r}")   # config is refused on import
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        used = {"hidden": 1, "intermediate": 0}
+        used.update({"fanin": 1} if self.head in SPARSE_HEADS else {})
+        used.update({"group_size": 1} if self.head in ("group_shared", "dense_sparse") else {})
+        used.update({"head_size": 1} if self.head == "dense_sparse" else {})
+        used.update({"mach_buckets": 2, "mach_reps": 1} if self.head == "mach" else {})
+        for name, low in used.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "eval_k"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -95,6 +155,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a JSON object (a dict), got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -151,17 +213,21 @@ class Trainer:
         self.config = c = config
         self.dataset = ds = dataset if dataset is not None else resolve_data(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
+        from .guard import check_memory
+        check_memory(c, ds.n_features, ds.n_labels)                   # refuses what does not fit
         prep = normalize_rows if c.normalize else (lambda X: X)
         self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
         self.inv_propensity = metrics.inv_propensity(ds.Y_train)
         slot_of_label, cluster_of_label = label_layout(model_config, self.X_train, ds.Y_train, c.groups, c.seed)
-        torch.manual_seed(c.seed)
-        self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
-        self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
-        if self.model.mach is not None:
-            self.model.mach.init_bucket_prior(ds.Y_train)
-        if c.index_init == "centroid" and self.model.sparse is not None:
-            self.model.sparse.set_index(self.centroid_index())
+        with _TORCH_RNG:
+            torch.manual_seed(c.seed)
+            self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
+            self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
+            if self.model.mach is not None:
+                self.model.mach.init_bucket_prior(ds.Y_train)
+            if c.index_init == "centroid" and self.model.sparse is not None:
+                self.model.sparse.set_index(self.centroid_index())
+            self.rng_state = torch.get_rng_state()   # this trainer's dropout draws continue from here
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         self.dst = None
         if c.dst != "none":
@@ -202,16 +268,36 @@ class Trainer:
         c = self.config
         return c.aux * max(0.0, 1.0 - self.step / (c.aux_until * self.total_steps))
 
+    def batch_orders(self, first_epoch=0):
+        """The permutations of the training points of epochs first_epoch, first_epoch + 1, ...: the
+        e-th permutation drawn from default_rng(seed), a function of (seed, epoch) only, so a resumed
+        run redraws the same batches (skipping e permutations costs e shuffles, no training)."""
+        rng = np.random.default_rng(self.config.seed)
+        for _ in range(first_epoch):
+            rng.permutation(self.dataset.n_train)
+        while True:
+            yield rng.permutation(self.dataset.n_train)
+
     def run(self):
-        """Train for the configured epochs, yielding a record per step and per evaluation."""
+        """Train for the configured epochs, yielding a record per step and per evaluation.
+
+        Starts where `self.step` is (0, or a restored checkpoint's step). A NaN or inf loss yields
+        an error record and raises DivergenceError."""
         c = self.config
-        rng = np.random.default_rng(c.seed)
         eval_every = c.eval_every or self.steps_per_epoch
+        self.epoch, done = divmod(self.step, self.steps_per_epoch)
+        orders = self.batch_orders(self.epoch)
         while self.epoch < c.epochs:
-            order = rng.permutation(self.dataset.n_train)
-            for start in range(0, len(order), c.batch_size):
+            order = next(orders)
+            for start in range(done * c.batch_size, len(order), c.batch_size):
                 rows = np.sort(order[start:start + c.batch_size])
-                yield self.train_step(rows)
+                try:
+                    record = self.train_step(rows)
+                except DivergenceError as e:
+                    yield {"kind": "error", "error": "divergence", "step": self.step + 1,
+                           "epoch": self.epoch + 1, "message": str(e)}
+                    raise
+                yield record
                 if self.dst is not None:
                     record = self.dst.update(self.step, self.optimizer, self.model.last_h, self.model.last_dZ)
                     self.model.last_h = self.model.last_dZ = None
@@ -220,20 +306,94 @@ class Trainer:
                 if self.step % eval_every == 0 or self.step == self.total_steps:
                     yield self.eval_record()
             self.epoch += 1
+            done = 0
 
     def train_step(self, rows):
         t0 = time.perf_counter()
         self.model.train()
         self.model.capture_sparse_grad = (self.dst is not None and self.config.dst == "gradient"
                                           and self.dst.n_swap(self.step + 1) > 0)
-        loss, parts = self.model.loss(SparseInput(self.X_train[rows]), self.dataset.Y_train[rows],
-                                      aux_weight=self.aux_weight())
+        x, Y = SparseInput(self.X_train[rows]), self.dataset.Y_train[rows]
+        with _TORCH_RNG:                              # the forward draws the dropout masks
+            outer = torch.get_rng_state()
+            torch.set_rng_state(self.rng_state)
+            try:
+                loss, parts = self.model.loss(x, Y, aux_weight=self.aux_weight())
+            finally:
+                self.rng_state = torch.get_rng_state()
+                torch.set_rng_state(outer)
+        value = loss.item()
+        if not math.isfinite(value):
+            bad = {k: v for k, v in parts.items() if not math.isfinite(v)}
+            raise DivergenceError(f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): loss is "
+                                  f"{value}{' (' + ', '.join(f'{k} {v}' for k, v in bad.items()) + ')' if bad else ''}"
+                                  f"; try a smaller lr than {self.config.lr:g} (the run's last good checkpoint, if any, is kept)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, "loss": loss.item(), **parts,
+        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, "loss": value, **parts,
                 "step_time": time.perf_counter() - t0}
+
+    def checkpoint_state(self):
+        """What resuming needs beyond the model's weights: (tensors, meta).
+
+        tensors: Adam's state per parameter ("optim/<i>/<name>") and torch's RNG state ("rng/torch");
+        meta: a JSON-able dict (format, step, epoch, config, non-tensor optimizer state)."""
+        tensors, scalars = {}, {}
+        for i, state in self.optimizer.state_dict()["state"].items():
+            for name, v in state.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim/{i}/{name}"] = v.detach().cpu().contiguous()
+                else:
+                    scalars[f"{i}/{name}"] = v
+        tensors["rng/torch"] = self.rng_state.clone()
+        meta = {"format": CHECKPOINT_FORMAT, "step": self.step, "epoch": self.epoch,
+                "config": self.config.to_dict(), "optim_scalars": scalars}
+        return tensors, meta
+
+    def restore(self, tensors, meta):
+        """Continue from a checkpoint_state() (the model's weights are loaded separately)."""
+        from .runs import CheckpointError
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"checkpoint format {meta.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        if meta.get("config") != self.config.to_dict():
+            raise CheckpointError("the checkpoint was written by another config; resume with the run's own config")
+        step = meta.get("step")
+        if type(step) is not int or not 0 <= step <= self.total_steps:
+            raise CheckpointError(f"checkpoint step {step!r} is not in [0, {self.total_steps}]")
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        state = {}
+        try:
+            for key, v in tensors.items():
+                if key.startswith("optim/"):
+                    _, i, name = key.split("/", 2)
+                    state.setdefault(int(i), {})[name] = v
+            for key, v in dict(meta.get("optim_scalars", {})).items():
+                i, name = key.split("/", 1)
+                state.setdefault(int(i), {})[name] = v
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"malformed optimizer state in the checkpoint ({e})") from None
+        for i, st in state.items():
+            if not 0 <= i < len(params):
+                raise CheckpointError(f"optimizer state for parameter {i}, the model has {len(params)}")
+            for name, v in st.items():
+                if torch.is_tensor(v) and v.dim() and v.shape != params[i].shape:
+                    raise CheckpointError(f"optimizer state {name} of parameter {i} has shape {tuple(v.shape)}, "
+                                          f"the parameter {tuple(params[i].shape)}")
+        rng = tensors.get("rng/torch")
+        if rng is not None and (rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape):
+            raise CheckpointError(f"torch RNG state in the checkpoint has dtype {rng.dtype} and shape "
+                                  f"{tuple(rng.shape)}, expected uint8 {tuple(torch.get_rng_state().shape)}")
+        try:
+            self.optimizer.load_state_dict({"state": state,
+                                            "param_groups": self.optimizer.state_dict()["param_groups"]})
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"optimizer state does not fit this model: {e}") from None
+        if rng is not None:
+            self.rng_state = rng.clone()
+        self.step = step
+        self.epoch = step // self.steps_per_epoch
 
     def eval_record(self):
         t0 = time.perf_counter()
