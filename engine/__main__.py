@@ -2,8 +2,10 @@
 
     python -m engine generate --preset sample --out sample_data
     python -m engine train --data ../shared/datasets/delicious --head group_shared --fanin 64
+    python -m engine train --resume runs/20261125-171500-group_shared   # after a crash: continue
     python -m engine eval --run runs/20261125-171500-group_shared
     python -m engine bench
+    python -m engine lss --labels 100000
     python -m engine results --data ../shared/datasets/delicious ../shared/datasets/bibtex
 
 Bad input ends with a one-line message on stderr and exit code 2.
@@ -43,37 +45,55 @@ def format_scores(record):
 
 def cmd_train(args):
     from .memory import head_memory
-    from .runs import RunStore
+    from .runs import Run, RunStore
     from .train import TrainConfig, Trainer
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    trainer = Trainer(config)
-    run = RunStore(args.runs).create(config)
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.resume:
+        if given:
+            raise XMCError(f"--resume continues a run with its own config; drop "
+                           f"{', '.join('--' + k.replace('_', '-') for k in sorted(given))}")
+        run = Run(args.resume)
+        config = run.config
+        trainer = Trainer(config)
+        step = run.resume(trainer)
+        if step >= trainer.total_steps:
+            print(f"run {run.id} is complete ({step} of {trainer.total_steps} steps): nothing to resume")
+            return
+        print(f"resuming run {run.id} at step {step} of {trainer.total_steps}")
+    else:
+        config = TrainConfig(**given)
+        trainer = Trainer(config)
+        run = RunStore(args.runs).create(config)
     ds = trainer.dataset
     mem = head_memory(trainer.model.config, config.batch_size)
     print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
           f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters, "
-          f"{mem['total'] / 2**20:.1f} MB with gradients, Adam state and logits")
-    t0, last_eval = time.perf_counter(), None
-    with tqdm(total=trainer.total_steps, unit="step", dynamic_ncols=True) as bar:
+          f"{mem['total'] / 2**20:.1f} MB with gradients, Adam state and logits", flush=True)
+    t0, first, last_eval = time.perf_counter(), trainer.step, None
+    with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True) as bar:
         for record in trainer.run():
             run.append(record)
             if record["kind"] == "step":
                 bar.update(1)
                 bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.3f}",
                                 **({"P@1": f"{100 * last_eval['P@1']:.2f}"} if last_eval else {}))
-            else:
+            elif record["kind"] == "eval":
                 last_eval = record
-                run.save_checkpoint(trainer.model)
+                run.save_checkpoint(trainer.model, trainer)
     elapsed = time.perf_counter() - t0
-    print(f"done in {elapsed:.1f} s ({elapsed / config.epochs:.2f} s/epoch), run stored in {run.path}")
-    print("test: " + format_scores(last_eval))
+    epochs = max(1e-9, (trainer.step - first) / trainer.steps_per_epoch)
+    print(f"done in {elapsed:.1f} s ({elapsed / epochs:.2f} s/epoch), run stored in {run.path}")
+    if last_eval is not None:
+        print("test: " + format_scores(last_eval))
 
 
 def cmd_eval(args):
     from .runs import Run, RunNotFoundError
     from .train import Trainer
     run = Run(args.run)
+    if not run.path.is_dir():
+        raise RunNotFoundError(f"{run.path}: no such run directory")
     if not (run.path / "model.safetensors").exists():
         raise RunNotFoundError(f"{run.path}: no checkpoint (model.safetensors) found")
     config = run.config
@@ -85,10 +105,17 @@ def cmd_eval(args):
 
 
 def cmd_bench(args):
-    from .bench import format_table, run_heads_bench
-    results = run_heads_bench(batch=args.batch, in_features=args.in_features, n_labels=args.labels,
-                              fanin=args.fanin, group_size=args.group_size, repeats=args.repeats)
-    print(format_table(results))
+    from .bench import PROVIDERS, format_report, run_bench, write_report
+    providers = [p for p in PROVIDERS if p in args.providers]
+    report = run_bench(label_counts=args.labels, batch=args.batch, in_features=args.in_features,
+                       fanin=args.fanin, group_size=args.group_size, repeats=args.repeats,
+                       providers=providers, memory=not args.no_memory,
+                       mem_limit=None if args.mem_limit_gb is None else args.mem_limit_gb * 2 ** 30,
+                       labels_per_row=args.labels_per_row, seed=args.seed, budget_s=args.budget_s)
+    report["command"] = "python -m engine " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "python -m engine bench"
+    json_path, html_path = write_report(report, args.out)
+    print(format_report(report))
+    print(f"wrote {json_path} and {html_path}")
 
 
 def parse_bool(text):
@@ -109,8 +136,30 @@ def cmd_results(args):
         Path(args.out).write_text(table + "\n")
 
 
+def cmd_lss(args):
+    from .lss import run_lss_experiment
+    out = run_lss_experiment(n_labels=args.labels, n_points=args.points, n_features=args.features,
+                             n_clusters=args.clusters, n_tables=args.tables, n_bits=args.bits,
+                             fit_epochs=args.fit_epochs, seed=args.seed, verbose=True)
+    print(f"{'index':10} {'candidates':>18} {'recall':>8} {'P@1':>7} {'of exact':>9} {'search s':>9} {'exact s':>8}")
+    for name in ("simhash", "learned"):
+        r = out[name]
+        print(f"{name:10} {r['cand_mean']:>10,.0f} ({r['cand_pct']:.2f}%) {100 * r['recall']:>7.1f}% "
+              f"{100 * r['P@1']:>7.2f} {100 * r['P@1_ratio']:>8.1f}% {r['search_s']:>9.2f} {r['exact_s']:>8.2f}")
+    print("bar (candidates <= 10%, P@1 >= 95% of exact, faster than exact):", out["bar"])
+
+
+class UsageError(XMCError):
+    """A command line argparse rejects; main() prints it as one line, like every other XMCError."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{' '.join(message.split())} (see {self.prog} --help)")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m engine", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a synthetic dataset in the XC format")
@@ -121,6 +170,7 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a model; records go to the run store")
     t.add_argument("--runs", default="runs", help="run store directory")
+    t.add_argument("--resume", metavar="RUN", help="continue runs/<id> from its last checkpoint, with its own config")
     from .train import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
@@ -130,13 +180,35 @@ def build_parser():
     e.add_argument("--run", required=True, help="run directory, e.g. runs/<id>")
     e.add_argument("--data", help="dataset directory (default: the run's own)")
 
-    b = sub.add_parser("bench", help="time the heads against nn.Linear and torch.sparse")
+    b = sub.add_parser("bench", help="time and measure the heads against nn.Linear and torch.sparse")
+    from .bench import LABEL_COUNTS, PROVIDERS
+    b.add_argument("--labels", type=int, nargs="+", default=list(LABEL_COUNTS),
+                   help=f"label counts L (default {' '.join(map(str, LABEL_COUNTS))})")
     b.add_argument("--batch", type=int, default=256)
     b.add_argument("--in-features", type=int, default=512)
-    b.add_argument("--labels", type=int, default=100_000)
     b.add_argument("--fanin", type=int, default=32)
     b.add_argument("--group-size", type=int, default=32)
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up)")
+    b.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS), metavar="P",
+                   help=f"some of: {', '.join(repr(p) for p in PROVIDERS)}")
+    b.add_argument("--budget-s", type=float, default=10.0,
+                   help="stop repeating a measurement once its timed runs add up to this (at least one run)")
+    b.add_argument("--labels-per-row", type=float, default=5.0, help="positives per row of the label batch")
+    b.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    b.add_argument("--mem-limit-gb", type=float,
+                   help="run a provider only if its analytic step memory fits (default: half of MemAvailable)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="bench/report.json", help="report JSON path; the HTML goes beside it")
+    h = sub.add_parser("lss", help="learned-hash inference vs SimHash vs exact scoring on a synthetic set")
+    h.add_argument("--labels", type=int, default=100_000)
+    h.add_argument("--points", type=int, default=60_000)
+    h.add_argument("--features", type=int, default=5_000)
+    h.add_argument("--clusters", type=int, default=500)
+    h.add_argument("--tables", type=int, default=16)
+    h.add_argument("--bits", type=int, default=8)
+    h.add_argument("--fit-epochs", type=int, default=3)
+    h.add_argument("--seed", type=int, default=0)
+
     r = sub.add_parser("results", help="train every method on datasets; print the results table")
     r.add_argument("--data", nargs="+", required=True, help="dataset directories")
     r.add_argument("--only", nargs="+", help="configuration names (default: all)")
@@ -147,13 +219,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         commands = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
-                    "results": cmd_results}
+                    "results": cmd_results, "lss": cmd_lss}
         commands[args.command](args)
     except XMCError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2
     return 0
 

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .heads import DenseHead, GroupSharedHead
+from .heads import DenseHead, GroupSharedHead, fused_bce_loss, fused_topk, slot_labels
+
 
 HEADS = ("dense", "fixed_fanin", "group_shared", "dense_sparse", "mach")
 SPARSE_HEADS = ("fixed_fanin", "group_shared", "dense_sparse")
@@ -183,6 +184,8 @@ class XMCModel(nn.Module):
         B = x.n_rows
         if self.mach is not None:
             head_loss = self.mach.loss(self.mach(h), Y)
+        elif self.sparse is not None and not self.capture_sparse_grad:
+            head_loss = self.fused_head_loss(h, Y)
         else:
             z = self.slot_logits(h)                                           # (B, n_slots)
             y = dense_targets(Y, self.slot_of_label, z.shape[1])
@@ -197,16 +200,41 @@ class XMCModel(nn.Module):
             loss = loss + aux_weight * aux_loss
         return loss, parts
 
+    @property
+    def n_dense(self):
+        return 0 if self.dense is None else self.dense.n_labels
+
+    def fused_head_loss(self, h, Y):
+        """The sparse head's BCE by the fused kernel, which never holds the (B, n_slots) logits;
+        the dense part of dense_sparse (a few labels) stays unfused. Equal to the unfused loss."""
+        B, nd = h.shape[0], self.n_dense
+        loss = 0.0
+        if self.dense is not None:
+            indptr, slots = slot_labels(Y, self.slot_of_label, 0, nd)
+            rows = np.repeat(np.arange(B), np.diff(indptr))
+            y = torch.zeros(B, nd)
+            y[torch.from_numpy(rows), torch.from_numpy(slots.astype(np.int64))] = 1.0
+            loss = F.binary_cross_entropy_with_logits(self.dense(h), y, reduction="sum") / B
+        indptr, slots = slot_labels(Y, self.slot_of_label, nd, self.n_slots - nd)
+        return loss + fused_bce_loss(h, self.sparse, indptr, slots, (self.label_of_slot >= 0)[nd:])
+
     @torch.no_grad()
     def topk(self, x: SparseInput, k):
-        """The k best label ids per point (B, k), best first."""
+        """The k best label ids per point (B, k), best first; sparse heads by the fused top-k."""
         h = self.encode(x)
         if self.mach is not None:
             return self.mach.topk(h, k)
-        z = self.slot_logits(h)
-        if self.sparse is not None:
-            z = z.masked_fill(self.label_of_slot < 0, float("-inf"))
-        return self.label_of_slot[torch.topk(z, k).indices]
+        if self.sparse is None:
+            return torch.topk(self.slot_logits(h), k).indices
+        nd = self.n_dense
+        label_of_slot = self.label_of_slot
+        scores, slots = fused_topk(h, self.sparse, k, (label_of_slot >= 0)[nd:])
+        slots = torch.where(slots >= 0, slots + nd, slots)
+        if self.dense is not None:
+            dense_scores, dense_slots = torch.topk(self.dense(h), min(k, nd))
+            scores, order = torch.topk(torch.cat([dense_scores, scores], 1), k)
+            slots = torch.cat([dense_slots, slots], 1).gather(1, order)
+        return torch.where(slots >= 0, label_of_slot[slots.clamp(min=0)], -1)
 
     @torch.no_grad()
     def init_label_prior(self, label_counts, n_points):

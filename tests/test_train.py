@@ -109,6 +109,30 @@ def test_centroid_index_init(tiny, head):
     assert list(trainer.run())[-1]["kind"] == "eval"
 
 
+@pytest.mark.parametrize("settings", [dict(head="fixed_fanin"), dict(head="group_shared", group_size=7),
+                                      dict(head="dense_sparse", head_size=10, group_size=7)],
+                         ids=lambda s: s["head"])
+def test_fused_loss_and_topk_match_the_unfused_path(tiny, settings):
+    # the model's fused path (no (B, L) logits) gives the loss, gradients and top-k of the plain one
+    model = Trainer(config(dropout=0.0, groups="clustered", **settings), tiny).model
+    x, Y = SparseInput(tiny.X_train[:40]), tiny.Y_train[:40]
+    grads = []
+    for unfused in (False, True):
+        model.zero_grad()
+        model.capture_sparse_grad = unfused             # capturing dZ takes the unfused path
+        loss, _ = model.loss(x, Y)
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (fused, g_fused), (plain, g_plain) = grads
+    assert fused == pytest.approx(plain, rel=1e-5)
+    for a, b in zip(g_fused, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    model.capture_sparse_grad = False
+    z = model.slot_logits(model.encode(x)).masked_fill(model.label_of_slot < 0, float("-inf"))
+    expected = model.label_of_slot[torch.topk(z, 5).indices]
+    assert torch.equal(model.topk(x, 5), expected)
+
+
 def test_caller_can_stop_at_any_record(tiny):
     trainer = Trainer(config(), tiny)
     first = list(itertools.islice(trainer.run(), 3))

@@ -24,6 +24,9 @@ How it runs:
   rows belong to one group, so one thread: deterministic, no atomics. dX is accumulated into
   one (d, B) buffer per thread and the buffers are summed at the end in a fixed order:
   deterministic for a fixed thread count.
+- Fused loss and top-k (group_shared_bce, group_shared_topk): the same micro-kernels on one
+  (m, B) tile of logits per thread, which is turned into dZ (or scanned for the top k) in
+  place: the (B, L) logits never exist. See the section "fused" below.
 - fastmath allows reassociation and contraction (FMA), not "no NaNs": NaN and inf propagate.
 
 Same functions and signatures as engine/heads/reference.py (numpy in, numpy out, float32 or
@@ -37,8 +40,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._simd import (prefetch, store_fence, vadd, vfma, vload, vload_m, vsplat, vstore, vstore_m,
-                    vstore_nt, vsum, vwidth, vzero)
+from ._simd import (prefetch, store_fence, vabs, vadd, vdiv, vexp, vfma, vgt_bits, vkeep,
+                    vload, vload_m, vlog1p_unit, vmax, vmul, vselect_nonneg, vsplat, vstore,
+                    vstore_m, vstore_nt, vstore_sums1x4, vstore_sums4x4, vsub, vsum, vwidth, vzero)
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}      # fast, but NaN/inf semantics kept
 
@@ -139,8 +143,9 @@ def _dot_rows(C, P, prow, n_p, Q, qrow, n_q):
     """C[i, s] = Σ_b P[prow[i], b] · Q[qrow[s], b]   for i < n_p, s < n_q.
 
     Register tile: 4 × 4 dot products (16 vector accumulators over the batch, 8 loads for 16
-    FMAs per vector), summed across lanes at the end. A last block of fewer than 4 s repeats
-    its last row and drops the extra results."""
+    FMAs per vector), summed across lanes at the end (a whole tile's 16 sums in one shuffle-add
+    tree: vstore_sums4x4). A last block of fewer than 4 s repeats its last row and drops the
+    extra results."""
     B = P.shape[1]
     V = vwidth(P)
     bV = B - B % V
@@ -171,6 +176,10 @@ def _dot_rows(C, P, prow, n_p, Q, qrow, n_q):
                 c10 = vfma(u1, v0, c10); c11 = vfma(u1, v1, c11); c12 = vfma(u1, v2, c12); c13 = vfma(u1, v3, c13)
                 c20 = vfma(u2, v0, c20); c21 = vfma(u2, v1, c21); c22 = vfma(u2, v2, c22); c23 = vfma(u2, v3, c23)
                 c30 = vfma(u3, v0, c30); c31 = vfma(u3, v1, c31); c32 = vfma(u3, v2, c32); c33 = vfma(u3, v3, c33)
+            if s0 + 3 < n_q:                              # a whole tile: 16 sums in one tree
+                vstore_sums4x4(C[i0], C[i0 + 1], C[i0 + 2], C[i0 + 3], s0, c00, c01, c02, c03,
+                               c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33)
+                continue
             C[i0, s0] = vsum(c00); C[i0 + 1, s0] = vsum(c10); C[i0 + 2, s0] = vsum(c20); C[i0 + 3, s0] = vsum(c30)
             if s0 + 1 < n_q:
                 C[i0, s0 + 1] = vsum(c01); C[i0 + 1, s0 + 1] = vsum(c11); C[i0 + 2, s0 + 1] = vsum(c21); C[i0 + 3, s0 + 1] = vsum(c31)
@@ -196,6 +205,9 @@ def _dot_rows(C, P, prow, n_p, Q, qrow, n_q):
                     u = vload_m(p, b0, nt)
                     c0 = vfma(u, vload_m(q0, b0, nt), c0); c1 = vfma(u, vload_m(q1, b0, nt), c1)
                     c2 = vfma(u, vload_m(q2, b0, nt), c2); c3 = vfma(u, vload_m(q3, b0, nt), c3)
+            if s0 + 3 < n_q:
+                vstore_sums1x4(C[i], s0, c0, c1, c2, c3)
+                continue
             C[i, s0] = vsum(c0)
             if s0 + 1 < n_q:
                 C[i, s0 + 1] = vsum(c1)
@@ -493,3 +505,299 @@ def grad_weight(dZ, X, idx, m=None):
             raise ValueError(f"grad_weight: dZ has {L} columns, not a multiple of G={G}; pass m")
         m = L // G
     return _backward(dZ, X, idx, None, int(m), X.shape[1], False, True, False)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# fused: BCE-with-logits loss + gradients, and top-k, group by group without the (B, L) logits
+#
+# Labels arrive per batch row as CSR (y_indptr (B+1,), y_slots sorted slot ids); the kernels
+# want them per slot, so they are counted-sorted once per call into (cptr (L+1,), crows):
+# O(nnz + L). Per group, one thread computes the (m, B) logit tile Zg with _gemm_rows, then
+#
+#     bce(z, y)  = softplus(z) - y·z,   softplus(z) = max(z, 0) + log1p(e^-|z|)
+#     dZ         = scale·(σ(z) - y),    σ(z) = 1/(1+e) if z >= 0 else e/(1+e),  e = e^-|z|
+#
+# on explicit vectors (one e^x, one log1p, one division per logit; y = 0 everywhere first, then
+# the few positives are corrected: loss -= z, dZ -= scale), and feeds dZ to the dW and dX
+# micro-kernels while the tile is still in L1. Masked (padding) slots give no loss and dZ = 0.
+
+
+@njit(cache=True)
+def _labels_by_slot(indptr, slots, n_slots):
+    """(cptr (n_slots+1,) int64, crows (nnz,) int32): the batch rows labelled with each slot,
+    ascending, from the CSR rows (indptr (B+1,), slots). Prior validation assumed."""
+    B = indptr.shape[0] - 1
+    cptr = np.zeros(n_slots + 1, np.int64)
+    for p in range(indptr[0], indptr[B]):
+        cptr[slots[p] + 1] += 1
+    for s in range(n_slots):
+        cptr[s + 1] += cptr[s]
+    fill = cptr[:-1].copy()
+    crows = np.empty(cptr[n_slots], np.int32)
+    for b in range(B):
+        for p in range(indptr[b], indptr[b + 1]):
+            s = slots[p]
+            crows[fill[s]] = b
+            fill[s] += 1
+    return cptr, crows
+
+
+@njit(fastmath=_FM, cache=True)
+def _bce_rows(Zg, nrows, mask, s0, cptr, crows, scale, one, db, need_b):
+    """In place, for j < nrows: Zg[j] (the logits of slot s = s0 + j over the batch) becomes
+    dZ = scale·(σ(z) - y), zeros for a masked slot. Returns Σ_{j, b} bce(z, y) over the real
+    slots (unscaled, float64); db[s] = Σ_b dZ[j, b] when need_b."""
+    B = Zg.shape[1]
+    V = vwidth(Zg)
+    bV = B - B % V
+    vs = vsplat(scale)
+    v1 = vsplat(one)
+    z0 = vzero(Zg)
+    total = 0.0
+    for j in range(nrows):
+        s = s0 + j
+        row = Zg[j]
+        if not mask[s]:
+            for b in range(B):
+                row[b] = 0
+            if need_b:
+                db[s] = 0
+            continue
+        pos = 0.0                                          # Σ z over the positives of s
+        for p in range(cptr[s], cptr[s + 1]):
+            pos += row[crows[p]]
+        accl = z0
+        accg = z0
+        for b0 in range(0, bV, V):
+            z = vload(row, b0)
+            e = vexp(vsub(z0, vabs(z)))                    # e^-|z| in (0, 1]
+            sp = vadd(vmax(z, z0), vlog1p_unit(e))         # softplus(z)
+            r = vdiv(v1, vadd(v1, e))
+            g = vmul(vselect_nonneg(z, r, vmul(e, r)), vs)  # scale·σ(z)
+            vstore(row, b0, g)
+            accl = vadd(accl, sp)
+            accg = vadd(accg, g)
+        if bV < B:                                         # batch tail: masked lanes
+            n = B - bV
+            z = vload_m(row, bV, n)
+            e = vexp(vsub(z0, vabs(z)))
+            sp = vadd(vmax(z, z0), vlog1p_unit(e))
+            r = vdiv(v1, vadd(v1, e))
+            g = vmul(vselect_nonneg(z, r, vmul(e, r)), vs)
+            vstore_m(row, bV, g, n)
+            accl = vadd(accl, vkeep(sp, n))
+            accg = vadd(accg, vkeep(g, n))
+        for p in range(cptr[s], cptr[s + 1]):
+            row[crows[p]] -= scale
+        total += vsum(accl) - pos
+        if need_b:
+            db[s] = vsum(accg) - (cptr[s + 1] - cptr[s]) * scale
+    return total
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _fused_bce_kernel(XT, idx, W, bias, n_labels, mask, cptr, crows, scale, need_grad,
+                      dXpart, dW, db, losses, zero, one):
+    """losses[c] = Σ bce over thread c's groups (unscaled); when need_grad: dXpart (nc, d, B)
+    per-thread dX^T (zeroed by the caller), dW (G, m, k), db (L,) (if bias is not empty)."""
+    G, k = idx.shape
+    m = W.shape[1]
+    B = XT.shape[1]
+    L = n_labels
+    has_bias = bias.shape[0] > 0
+    nc = losses.shape[0]
+    for c in prange(nc):
+        tile = np.empty((k if m > 1 else 0, B), XT.dtype)   # (k, B) inputs of one group
+        Zg = np.empty((m, B), XT.dtype)                       # (m, B) logits, then dZ
+        ar = np.arange(max(k, m))
+        init = np.empty(m, XT.dtype)
+        noinit = np.empty(0, XT.dtype)
+        part = dXpart[c]
+        total = 0.0
+        for g in range(c * G // nc, (c + 1) * G // nc):
+            mv = min(m, L - g * m)                            # slots of g that exist
+            if mv <= 0:
+                if need_grad:
+                    dW[g] = zero
+                continue
+            for j in range(mv):
+                init[j] = bias[g * m + j] if has_bias else zero
+            if m > 1:
+                _gather_rows(tile, XT, idx[g], k)
+                _gemm_rows(Zg, ar, W[g], mv, k, tile, ar, init, False, False)
+            else:
+                _gemm_rows(Zg, ar, W[g], mv, k, XT, idx[g], init, False, False)
+            total += _bce_rows(Zg, mv, mask, g * m, cptr, crows, scale, one, db, need_grad and has_bias)
+            if need_grad:
+                if m > 1:
+                    _dot_rows(dW[g], Zg, ar, mv, tile, ar, k)
+                else:
+                    _dot_rows(dW[g], Zg, ar, mv, XT, idx[g], k)
+                for j in range(mv, m):
+                    dW[g, j] = zero
+                _gemm_rows(part, idx[g], W[g].T, k, mv, Zg, ar, noinit, True, False)
+        losses[c] = total
+
+
+def group_shared_bce(X, idx, W, bias, y_indptr, y_slots, slot_mask=None, n_labels=None,
+                     scale=None, need_grad=True):
+    """(loss, dX (B, d), dW (G, m, k), dbias (L,) or None) of the layer's BCE-with-logits:
+
+        loss = scale · Σ_b Σ_{slots s < L, slot_mask[s]} softplus(Z[b,s]) - Y[b,s]·Z[b,s]
+
+    Y[b, s] = 1 for s in y_slots[y_indptr[b]:y_indptr[b+1]] (sorted, distinct, < L), scale
+    defaults to 1/B, L = n_labels defaults to G·m, slot_mask (>= L,) bool or None (all real).
+    Without need_grad only the loss is computed (dX, dW, dbias None). The (B, L) logits are
+    never held: memory is O(G·m·k + B·d + L) beside one (m, B) tile per thread."""
+    X, W = np.asarray(X), np.asarray(W)
+    dt = _dtype(X, W)
+    G, m, k = W.shape
+    B, d = X.shape
+    L = G * m if n_labels is None else int(n_labels)
+    scale = 1.0 / max(B, 1) if scale is None else float(scale)
+    XT = _transposed(X, dt)                                             # (d, B)
+    W = np.ascontiguousarray(W, dt)
+    idx = np.ascontiguousarray(idx, np.int32)
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias, dt) if has_bias else np.zeros(0, dt)
+    mask = (np.ones(L, np.bool_) if slot_mask is None
+            else np.ascontiguousarray(np.asarray(slot_mask, np.bool_)[:L]))
+    cptr, crows = _labels_by_slot(np.ascontiguousarray(y_indptr, np.int64),
+                                  np.ascontiguousarray(y_slots, np.int64), L)
+    nc = _n_chunks(G)
+    dXpart = np.zeros((nc, d if need_grad else 0, B), dt)               # per-thread dX^T
+    dW = np.empty((G, m, k) if need_grad else (0, m, k), dt)
+    db = np.empty(L if need_grad and has_bias else 0, dt)
+    losses = np.zeros(nc)
+    _fused_bce_kernel(XT, idx, W, b, L, mask, cptr, crows, dt.type(scale), need_grad,
+                      dXpart, dW, db, losses, dt.type(0), dt.type(1))
+    loss = scale * float(losses.sum())
+    if not need_grad:
+        return loss, None, None, None
+    dX = np.empty((B, d), dt)
+    _reduce_partials(dXpart, dX)
+    return loss, dX, dW, (db if has_bias else None)
+
+
+@njit(cache=True)
+def _heap_replace(hv, hs, x, slot):
+    """Put (x, slot) in place of the root of the min-heap (hv, hs) and sift it down. Order:
+    the smaller score first; of equal scores, the larger slot (the first to go)."""
+    K = hv.shape[0]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= K:
+            break
+        r = c + 1
+        if r < K and (hv[r] < hv[c] or (hv[r] == hv[c] and hs[r] > hs[c])):
+            c = r
+        if hv[c] < x or (hv[c] == x and hs[c] > slot):
+            hv[i] = hv[c]
+            hs[i] = hs[c]
+            i = c
+        else:
+            break
+    hv[i] = x
+    hs[i] = slot
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _topk_kernel(XT, idx, W, bias, n_labels, mask, hv, hs, zero, ninf):
+    """hv, hs (nc, B, K): for thread c and row b, a min-heap of the K best (score, slot) of
+    c's groups; (-inf, -1) where fewer were seen. A logit enters when it beats the heap's
+    minimum: one vector compare per 16 logits, a heap update only for the winners."""
+    G, k = idx.shape
+    m = W.shape[1]
+    B = XT.shape[1]
+    L = n_labels
+    has_bias = bias.shape[0] > 0
+    nc = hv.shape[0]
+    for c in prange(nc):
+        tile = np.empty((k if m > 1 else 0, B), XT.dtype)
+        Zg = np.empty((m, B), XT.dtype)
+        thr = np.empty(B, XT.dtype)                               # heap minimum of each row
+        ar = np.arange(max(k, m))
+        init = np.empty(m, XT.dtype)
+        V = vwidth(thr)
+        hv[c] = ninf
+        hs[c] = -1
+        thr[:] = ninf
+        for g in range(c * G // nc, (c + 1) * G // nc):
+            mv = min(m, L - g * m)
+            if mv <= 0:
+                continue
+            for j in range(mv):
+                init[j] = bias[g * m + j] if has_bias else zero
+            if m > 1:
+                _gather_rows(tile, XT, idx[g], k)
+                _gemm_rows(Zg, ar, W[g], mv, k, tile, ar, init, False, False)
+            else:
+                _gemm_rows(Zg, ar, W[g], mv, k, XT, idx[g], init, False, False)
+            for j in range(mv):
+                s = g * m + j
+                if not mask[s]:
+                    continue
+                row = Zg[j]
+                for b0 in range(0, B, V):
+                    n = min(V, B - b0)
+                    if n == V:
+                        bits = np.int64(vgt_bits(vload(row, b0), vload(thr, b0)))
+                    else:
+                        bits = np.int64(vgt_bits(vload_m(row, b0, n), vload_m(thr, b0, n))) & ((1 << n) - 1)
+                    q = 0
+                    while bits:
+                        if bits & 1:
+                            b = b0 + q
+                            _heap_replace(hv[c, b], hs[c, b], row[b], s)
+                            thr[b] = hv[c, b, 0]
+                        bits >>= 1
+                        q += 1
+
+
+@njit(parallel=True, cache=True)
+def _merge_topk(hv, hs, vals, slots):
+    """vals, slots (B, K): the best K of the nc heaps of each row, larger score first, of equal
+    scores the smaller slot first."""
+    nc, B, K = hv.shape
+    for b in prange(B):
+        cv = np.empty(nc * K, hv.dtype)
+        cs = np.empty(nc * K, np.int64)
+        for c in range(nc):
+            cv[c * K:(c + 1) * K] = hv[c, b]
+            cs[c * K:(c + 1) * K] = hs[c, b]
+        o1 = np.argsort(cs, kind="mergesort")                      # by slot, then stably by score
+        o2 = np.argsort(-cv[o1], kind="mergesort")
+        for i in range(K):
+            p = o1[o2[i]]
+            vals[b, i] = cv[p]
+            slots[b, i] = cs[p]
+
+
+def group_shared_topk(X, idx, W, bias, K, slot_mask=None, n_labels=None):
+    """(scores (B, K), slots (B, K) int64): the K largest logits of each row among the real
+    slots (s < L = n_labels, default G·m; slot_mask[s]), larger first, ties to the smaller
+    slot; (-inf, -1) pads a row when fewer than K slots are real. NaN logits are never taken.
+    The (B, L) logits are never held: one (m, B) tile and K-entry heaps per thread."""
+    X, W = np.asarray(X), np.asarray(W)
+    dt = _dtype(X, W)
+    G, m, k = W.shape
+    B = X.shape[0]
+    L = G * m if n_labels is None else int(n_labels)
+    K = int(K)
+    XT = _transposed(X, dt)
+    W = np.ascontiguousarray(W, dt)
+    idx = np.ascontiguousarray(idx, np.int32)
+    b = np.zeros(0, dt) if bias is None else np.ascontiguousarray(bias, dt)
+    mask = (np.ones(L, np.bool_) if slot_mask is None
+            else np.ascontiguousarray(np.asarray(slot_mask, np.bool_)[:L]))
+    nc = _n_chunks(G)
+    hv = np.empty((nc, B, K), dt)
+    hs = np.empty((nc, B, K), np.int64)
+    if K > 0:
+        _topk_kernel(XT, idx, W, b, L, mask, hv, hs, dt.type(0), dt.type(-np.inf))
+    vals = np.empty((B, K), dt)
+    slots = np.empty((B, K), np.int64)
+    if K > 0:
+        _merge_topk(hv, hs, vals, slots)
+    return vals, slots

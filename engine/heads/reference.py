@@ -80,3 +80,55 @@ def backward(dZ, X, idx, W, need_input=True, need_weight=True, need_bias=False):
     dW = grad_weight(dZ, X, idx, W.shape[1]) if need_weight else None
     db = np.asarray(dZ, np.float64).sum(0) if need_bias else None
     return dX, dW, db
+
+
+# ---------------------------------------------------------------------------------------------
+# fused ops: loss + gradients, and top-k (the cpu backend never forms Z; these do, in float64)
+
+def dense_targets(y_indptr, y_slots, B, L):
+    """Y (B, L) float64 from CSR rows: Y[b, s] = 1 for s in y_slots[y_indptr[b]:y_indptr[b+1]]."""
+    Y = np.zeros((B, L))
+    indptr = np.asarray(y_indptr, np.int64)
+    for b in range(B):
+        Y[b, np.asarray(y_slots[indptr[b]:indptr[b + 1]], np.int64)] = 1.0
+    return Y
+
+
+def _mask(slot_mask, L):
+    return np.ones(L, bool) if slot_mask is None else np.asarray(slot_mask, bool)[:L]
+
+
+def group_shared_bce(X, idx, W, bias, y_indptr, y_slots, slot_mask=None, n_labels=None,
+                     scale=None, need_grad=True):
+    """(loss, dX, dW, dbias or None) of loss = scale·Σ_b Σ_{real s} softplus(Z) - Y·Z (scale
+    defaults to 1/B; real: s < n_labels and slot_mask[s]); dZ = scale·(σ(Z) - Y) on real slots."""
+    X = np.asarray(X, np.float64)
+    B = X.shape[0]
+    L = _n_out(idx, W, n_labels)
+    scale = 1.0 / max(B, 1) if scale is None else float(scale)
+    Z = forward(X, idx, W, bias, L)                                  # (B, L)
+    Y = dense_targets(y_indptr, y_slots, B, L)
+    real = _mask(slot_mask, L)
+    bce = np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
+    loss = scale * float(np.sum(bce[:, real]))
+    if not need_grad:
+        return loss, None, None, None
+    dZ = scale * (np.exp(-np.logaddexp(0.0, -Z)) - Y) * real            # σ(Z) without overflow
+    dX, dW, db = backward(dZ, X, idx, W, True, True, bias is not None)
+    return loss, dX, dW, db
+
+
+def group_shared_topk(X, idx, W, bias, K, slot_mask=None, n_labels=None):
+    """(scores (B, K) float64, slots (B, K) int64): the K largest logits per row among the real
+    slots, larger first, ties to the smaller slot; (-inf, -1) where fewer than K are real."""
+    L = _n_out(idx, W, n_labels)
+    Z = forward(X, idx, W, bias, L)
+    real = np.flatnonzero(_mask(slot_mask, L))
+    B = Z.shape[0]
+    vals = np.full((B, K), -np.inf)
+    slots = np.full((B, K), -1, np.int64)
+    for b in range(B):
+        order = real[np.lexsort((real, -Z[b, real]))][:K]            # by -score, then slot
+        vals[b, :len(order)] = Z[b, order]
+        slots[b, :len(order)] = order
+    return vals, slots

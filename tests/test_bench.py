@@ -1,0 +1,111 @@
+"""Tests of engine/bench.py and `python -m engine bench`: a tiny run end to end (JSON, HTML, table),
+the floors' formulas, the memory probe, the memory limit, and the validation step that stands
+between a wrong kernel and a timing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine import bench
+from engine.__main__ import main
+from engine.heads import cpu
+
+TINY = dict(batch=16, in_features=24, fanin=4, group_size=4, repeats=1, progress=False)
+
+
+def test_bench_command_writes_json_html_and_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "r" / "report.json"
+    # two sizes, two providers with memory probes (a fresh process each: the slow part), two without
+    rc = main(["bench", "--labels", "40", "90", "--batch", "16", "--in-features", "24", "--fanin", "4",
+               "--group-size", "4", "--repeats", "1", "--out", str(out), "--no-memory"])
+    assert rc == 0
+    assert "-" in capsys.readouterr().out
+    rc = main(["bench", "--labels", "40", "90", "--batch", "16", "--in-features", "24", "--fanin", "4",
+               "--group-size", "4", "--repeats", "1", "--out", str(out), "--labels-per-row", "2",
+               "--providers", "nn.Linear", "group-shared"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for name in ("nn.Linear", "group-shared (k=4, m=4)", "targets:",
+                 "GFLOP/s", "peak RSS"):
+        assert name in printed
+    report = json.loads(out.read_text())
+    assert report["config"]["label_counts"] == [40, 90]
+    assert report["machine"]["peak_flops"] > 0 and report["machine"]["copy_bytes_per_s"] > 0
+    rows = report["results"]
+    assert [(r["n_labels"], r["kind"]) for r in rows] == [(L, p) for L in (40, 90) for p in ("nn.Linear", "group-shared")]
+    for r in rows:
+        for key in ("forward_s", "fwd_bwd_s", "step_s", "fwd_floor_s", "fwd_bwd_floor_s", "step_floor_s",
+                    "fwd_bwd_x_floor", "fwd_bwd_vs_dense", "step_vs_dense"):
+            assert r[key] > 0, (r["provider"], key)
+        assert r["peak_rss_mb"] >= r["base_rss_mb"] > 0 and r["hwm_reset"] is True
+        assert r["fused_loss"] == (r["kind"] == "group-shared")
+    assert {t["name"].split(":")[0] for t in report["targets"]} == {"L=100,000", "L=670,091"}
+    assert all(t["value"] is None and t["met"] is None for t in report["targets"])   # not at these sizes
+    html = out.with_suffix(".html").read_text()
+    assert "plotly" in html.lower() and "group-shared (k=4, m=4)" in html
+
+
+def test_validation_catches_a_wrong_kernel(monkeypatch):
+    # a forward that is off in one logit must stop the benchmark before any timing
+    good = cpu.forward
+
+    def wrong(X, idx, W, bias=None, n_labels=None):
+        Z = good(X, idx, W, bias, n_labels)
+        Z[0, 1] += 1.0
+        return Z
+    monkeypatch.setattr(cpu, "forward", wrong)
+    with pytest.raises(AssertionError, match=r"fixed fan-in \(k=4\): Z\[0, 1\]"):
+        bench.run_heads_bench(n_labels=30, providers=("fixed fan-in",), **TINY)
+
+
+def test_validation_catches_a_wrong_fused_loss(monkeypatch):
+    good = cpu.group_shared_bce
+
+    def wrong(*a, **kw):
+        loss, dX, dW, db = good(*a, **kw)
+        if dW is not None:
+            dW = dW.copy()
+            dW[0, 0, 0] *= 1.5
+        return loss, dX, dW, db
+    monkeypatch.setattr(cpu, "group_shared_bce", wrong)
+    with pytest.raises(AssertionError, match=r"group-shared .*\(fused loss\): dW"):
+        bench.run_heads_bench(n_labels=30, providers=("group-shared",), step=True, **TINY)
+
+
+def test_skipped_providers_keep_their_analytic_figures():
+    rep = bench.run_bench(label_counts=(30,), providers=("nn.Linear", "group-shared"), memory=False,
+                          mem_limit=bench.analytic_step_bytes("group-shared", 16, 24, 30, 4, 4) + 1, **TINY)
+    dense, gs = rep["results"]
+    assert dense["skipped"] and "limit" in dense["skipped"] and dense["fwd_bwd_s"] is None
+    assert dense["analytic_step_mb"] > gs["analytic_step_mb"] > 0
+    assert gs["skipped"] is None and gs["step_s"] > 0 and gs["fwd_bwd_vs_dense"] is None
+    assert "not run (memory)" in bench.format_report(rep)
+
+
+def test_floor_formulas():
+    # sparse forward: 2·B·L·k FLOPs; bytes W + idx + X + Z + b; dense: 2·B·d·L
+    B, d, L, k, m = 8, 16, 64, 4, 8
+    costs, P = bench.op_costs("group-shared", B, d, L, k, m)
+    assert costs["fwd"] == (2 * B * L * k, 4 * (L * k + (L // m) * k + B * d + B * L + L))
+    assert costs["bwd"][0] == 4 * B * L * k and costs["fused"][0] == 6 * B * L * k
+    assert P == L * k + L and costs["adam"] == (0, 7 * P * 4)
+    dcosts, dP = bench.op_costs("nn.Linear", B, d, L, k, m)
+    assert dcosts["fwd"][0] == 2 * B * d * L and dP == L * d + L
+    f = bench.floors("nn.Linear", B, d, L, k, m, {"peak_flops": 1e9, "copy_bytes_per_s": 1e12})
+    assert f["fwd_floor_s"] == pytest.approx(2 * B * d * L / 1e9)          # compute-bound here
+    assert bench.analytic_step_bytes("nn.Linear", B, d, L, k, m) == 4 * dP * 4 + 3 * B * L * 4
+    assert bench.analytic_step_bytes("group-shared", B, d, L, k, m) == 4 * P * 4 + 4 * (L // m) * k
+
+
+def test_step_trains_and_fused_equals_unfused_loss():
+    x = torch.randn(16, 24)
+    indptr, labels = bench.random_labels(16, 40, 3)
+    head = bench.make_provider("group-shared", 24, 40, 4, 4)
+    ref = bench.make_provider("nn.Linear", 24, 40, 4, 4)
+    assert bench.validate_loss("gs", head, x, indptr, labels) < 1e-5
+    step = bench.make_step(head, x.clone().requires_grad_(), indptr, labels, lr=1e-2)
+    losses = [step() for _ in range(5)]
+    assert losses[-1] < losses[0]
+    assert np.diff(indptr).min() >= 1 and isinstance(ref, torch.nn.Module)
