@@ -164,7 +164,12 @@ def test_the_app_in_a_browser(server, browser):
     # --- train live ---------------------------------------------------------------------------
     _goto(page, base, "train", "Train")
     t_warm = time.perf_counter()          # the server warms up once (kernels, UMAP) after the first visit
-    while page.get_by_text("Warming up in the background").count() and time.perf_counter() - t_warm < 60:
+
+    def warming():                        # "No runs yet" renders after the warm-up caption
+        page.get_by_text("No runs yet").first.wait_for(timeout=30_000)
+        return page.get_by_text("Warming up in the background").count() > 0
+
+    while warming() and time.perf_counter() - t_warm < 120:
         page.wait_for_timeout(1000)
         _goto(page, base, "train", "Train")
     timings["waited_for_warm_up_s"] = round(time.perf_counter() - t_warm, 2)
