@@ -12,7 +12,7 @@ from engine.data import (SAMPLE_PRESET, Dataset, generate, load_dataset, normali
                          save_dataset, write_names, write_xc)
 from engine.errors import ConfigError, DatasetFormatError
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from shared_data import DATASETS
 
 # ----------------------------------------------------------------------------
 # malformed files: (id, file bytes, line named in the error or None, words the message must contain)

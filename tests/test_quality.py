@@ -1,12 +1,10 @@
 """Accuracy bars on the real datasets in ../shared/datasets (test split). Slow: trains real models."""
 
-from pathlib import Path
-
 import pytest
 
 from engine.train import TrainConfig, Trainer
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from shared_data import DATASETS
 
 # (dataset, settings, P@1 bar); the README's results table comes from the same settings
 BARS = [
