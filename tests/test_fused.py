@@ -16,19 +16,9 @@ from engine.heads.fused import (FusedBCEFunction, check_labels, fused_bce_loss, 
                                 slot_labels)
 from engine.heads.group_shared import random_index
 
+from checks import close as _close
+
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
-
-
-def _close(name, got, want, rtol):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-    if want.size == 0:
-        return
-    diff = np.abs(got - want)
-    scale = max(np.abs(want).max(), 1e-30)
-    at = np.unravel_index(int(diff.argmax()), diff.shape)
-    assert diff[at] <= rtol * scale, (f"{name}{list(at)}: got {got[at]!r}, want {want[at]!r}, "
-                                      f"max |diff| {diff[at]:.3g} > {rtol:g} * {scale:.3g}")
 
 
 def _labels(B, L, rng, per_row=5, empty_every=3):
