@@ -43,49 +43,85 @@ def format_scores(record):
     return "  ".join(f"{k} {100 * record[k]:.2f}" for k in keys)
 
 
+def train_settings(args):
+    """The TrainConfig fields given on the command line."""
+    from .train import TrainConfig
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in fields and v is not None}
+
+
+def resumed_trainer(args):
+    """(trainer, run) continuing args.resume from its last checkpoint; trainer None when complete."""
+    from .runs import Run
+    from .train import Trainer
+    given = train_settings(args)
+    if given:
+        raise XMCError(f"--resume continues a run with its own config; drop "
+                       f"{', '.join('--' + k.replace('_', '-') for k in sorted(given))}")
+    if args.distributed:
+        raise XMCError("--resume does not combine with --distributed: a distributed run keeps weights only")
+    run = Run(args.resume)
+    trainer = Trainer(run.config)
+    step = run.resume(trainer)
+    if step >= trainer.total_steps:
+        print(f"run {run.id} is complete ({step} of {trainer.total_steps} steps): nothing to resume")
+        return None, run
+    print(f"resuming run {run.id} at step {step} of {trainer.total_steps}")
+    return trainer, run
+
+
+def new_trainer(args):
+    """(trainer, run) of a new run; with --distributed, this rank's trainer, and the run on rank 0
+    only (None elsewhere)."""
+    from .runs import RunStore
+    from .train import TrainConfig, Trainer
+    config = TrainConfig(**train_settings(args))
+    if not args.distributed:
+        return Trainer(config), RunStore(args.runs).create(config)
+    from .distributed import DistributedTrainer, init_process_group
+    rank, _ = init_process_group()
+    trainer = DistributedTrainer(config)
+    return trainer, RunStore(args.runs).create(config) if rank == 0 else None
+
+
 def cmd_train(args):
     from .memory import head_memory
-    from .runs import Run, RunStore
-    from .train import TrainConfig, Trainer
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if args.resume:
-        if given:
-            raise XMCError(f"--resume continues a run with its own config; drop "
-                           f"{', '.join('--' + k.replace('_', '-') for k in sorted(given))}")
-        run = Run(args.resume)
-        config = run.config
-        trainer = Trainer(config)
-        step = run.resume(trainer)
-        if step >= trainer.total_steps:
-            print(f"run {run.id} is complete ({step} of {trainer.total_steps} steps): nothing to resume")
-            return
-        print(f"resuming run {run.id} at step {step} of {trainer.total_steps}")
-    else:
-        config = TrainConfig(**given)
-        trainer = Trainer(config)
-        run = RunStore(args.runs).create(config)
-    ds = trainer.dataset
+    trainer, run = resumed_trainer(args) if args.resume else new_trainer(args)
+    if trainer is None:
+        return
+    lead = run is not None                       # the one process, or rank 0: writes and prints
+    ds, config = trainer.dataset, trainer.config
     mem = head_memory(trainer.model.config, config.batch_size)
-    print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
-          f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters, "
-          f"{mem['total'] / 2**20:.1f} MB with gradients, Adam state and logits", flush=True)
+    if lead:
+        print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
+              f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters"
+              f"{' on this rank' if args.distributed else ''}, {mem['total'] / 2**20:.1f} MB with gradients, "
+              f"Adam state and logits in one process", flush=True)
     t0, first, last_eval = time.perf_counter(), trainer.step, None
-    with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True) as bar:
+    with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True, disable=not lead) as bar:
         for record in trainer.run():
-            run.append(record)
+            if lead:
+                run.append(record)
             if record["kind"] == "step":
                 bar.update(1)
                 bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.3f}",
                                 **({"P@1": f"{100 * last_eval['P@1']:.2f}"} if last_eval else {}))
             elif record["kind"] == "eval":
                 last_eval = record
-                run.save_checkpoint(trainer.model, trainer)
+                trainer.save_checkpoint(run)
     elapsed = time.perf_counter() - t0
+    ranks = trainer.rank_report() if args.distributed else None
+    if not lead:
+        return
     epochs = max(1e-9, (trainer.step - first) / trainer.steps_per_epoch)
     print(f"done in {elapsed:.1f} s ({elapsed / epochs:.2f} s/epoch), run stored in {run.path}")
     if last_eval is not None:
         print("test: " + format_scores(last_eval))
+    if ranks:
+        run.save_ranks(ranks)
+        for r in ranks:
+            print(f"rank {r['rank']}: {r['slots'] or r['mach_reps']} {'slots' if r['slots'] else 'MACH repetitions'}, "
+                  f"{r['head_params']:,} head parameters, peak RSS {r['peak_rss_mb']:.0f} MB")
 
 
 def cmd_eval(args):
@@ -171,6 +207,8 @@ def build_parser():
     t = sub.add_parser("train", help="train a model; records go to the run store")
     t.add_argument("--runs", default="runs", help="run store directory")
     t.add_argument("--resume", metavar="RUN", help="continue runs/<id> from its last checkpoint, with its own config")
+    t.add_argument("--distributed", action="store_true",
+                   help="label-sharded over the processes of torchrun: torchrun --nproc_per_node=N -m engine train ...")
     from .train import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]

@@ -136,6 +136,9 @@ class XMCModel(nn.Module):
             from .heads.mach import MachHead
             self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed)
         self.n_slots = n_slots
+        # the global slots of this model's first dense and first sparse slot: 0 and n_dense for the
+        # whole model; a rank of a distributed run holds a block of each part (engine.distributed)
+        self.dense_first, self.sparse_first = 0, n_dense
         self.register_buffer("slot_of_label", torch.from_numpy(slot_of_label))  # saved with checkpoints
 
         self.cluster_of_label = None if cluster_of_label is None else torch.as_tensor(cluster_of_label,
@@ -156,13 +159,24 @@ class XMCModel(nn.Module):
         """The main head: the sparse part when there is one, else the dense or MACH head."""
         return self.sparse or self.dense or self.mach
 
-    def encode(self, x: SparseInput):
-        """Hidden representation h: (B, head_in) fed to the head."""
+    def encode(self, x: SparseInput, rows=None):
+        """Hidden representation h: (B, head_in) fed to the head. `rows` = (start, n): x holds rows
+        start .. start+B-1 of an n-row batch, and the dropout masks are those rows of the masks the
+        whole batch would draw (a rank of a distributed run encodes its slice of a batch)."""
         h = self.embed(x.indices, x.offsets, per_sample_weights=x.weights) + self.embed_bias
-        h = self.drop(torch.relu(h))                                          # (B, hidden)
+        h = self.dropout(torch.relu(h), rows)                                 # (B, hidden)
         if self.intermediate is not None:
-            h = self.drop(torch.relu(self.intermediate(h)))                   # (B, intermediate)
+            h = self.dropout(torch.relu(self.intermediate(h)), rows)          # (B, intermediate)
         return h
+
+    def dropout(self, h, rows=None):
+        """nn.Dropout's draw (the same keep mask for the same RNG state), for rows of a batch."""
+        p = self.drop.p
+        if rows is None or not self.training or p == 0:
+            return self.drop(h)
+        start, n = rows
+        keep = torch.empty(n, h.shape[1], dtype=h.dtype).bernoulli_(1 - p)[start:start + h.shape[0]]
+        return h * keep.div_(1 - p)
 
     def slot_logits(self, h):
         """Logits in slot order (B, n_slots): the dense part, then the sparse groups."""
@@ -180,43 +194,52 @@ class XMCModel(nn.Module):
     def loss(self, x: SparseInput, Y, aux_weight=0.0):
         """Training loss of a batch: BCE summed over labels, mean over points (+ auxiliary term).
         Y: (B, L) scipy CSR labels. Returns (loss, parts) with parts a dict of floats."""
-        h = self.encode(x)
-        B = x.n_rows
-        if self.mach is not None:
-            head_loss = self.mach.loss(self.mach(h), Y)
-        elif self.sparse is not None and not self.capture_sparse_grad:
-            head_loss = self.fused_head_loss(h, Y)
-        else:
-            z = self.slot_logits(h)                                           # (B, n_slots)
-            y = dense_targets(Y, self.slot_of_label, z.shape[1])
-            mask = (self.label_of_slot >= 0).to(z.dtype) if self.sparse is not None else None  # padding
-            head_loss = F.binary_cross_entropy_with_logits(z, y, weight=mask, reduction="sum") / B
+        return self.loss_of(self.encode(x), Y, aux_weight)
+
+    def loss_of(self, h, Y, aux_weight=0.0):
+        """loss() from the hidden batch h (B, head_in)."""
+        head_loss = self.head_loss(h, Y)
         parts = {"head_loss": head_loss.item()}
         loss = head_loss
         if self.aux is not None and aux_weight > 0:
             y_meta = dense_targets(Y, self.cluster_of_label, self.aux.out_features)
-            aux_loss = F.binary_cross_entropy_with_logits(self.aux(h), y_meta, reduction="sum") / B
+            aux_loss = F.binary_cross_entropy_with_logits(self.aux(h), y_meta, reduction="sum") / h.shape[0]
             parts["aux_loss"] = aux_loss.item()
             loss = loss + aux_weight * aux_loss
         return loss, parts
 
+    def head_loss(self, h, Y):
+        """BCE of the head's slots against Y (B, L), summed over slots, mean over the batch. Sparse
+        parts by the fused kernel, which never holds the (B, n_slots) logits, except while dynamic
+        sparse training captures dZ for a gradient regrowth."""
+        B = h.shape[0]
+        if self.mach is not None:
+            return self.mach.loss(self.mach(h), Y)
+        if self.capture_sparse_grad:
+            z = self.slot_logits(h)                                           # (B, n_slots)
+            y = dense_targets(Y, self.slot_of_label, z.shape[1])
+            mask = (self.label_of_slot >= 0).to(z.dtype)                      # padding
+            return F.binary_cross_entropy_with_logits(z, y, weight=mask, reduction="sum") / B
+        loss = 0.0
+        if self.dense is not None:
+            nd = self.dense.n_labels
+            indptr, slots = slot_labels(Y, self.slot_of_label, self.dense_first, nd)
+            y = torch.zeros(B, nd)
+            y[torch.from_numpy(np.repeat(np.arange(B), np.diff(indptr))), torch.from_numpy(slots)] = 1.0
+            loss = F.binary_cross_entropy_with_logits(self.dense(h), y, reduction="sum") / B
+        if self.sparse is not None:
+            indptr, slots = slot_labels(Y, self.slot_of_label, self.sparse_first, self.sparse.n_labels)
+            loss = loss + fused_bce_loss(h, self.sparse, indptr, slots, self.sparse_mask)
+        return loss
+
+    @property
+    def sparse_mask(self):
+        """(sparse.n_labels,) bool: the sparse part's slots that hold a label (False: padding)."""
+        return (self.label_of_slot >= 0)[self.sparse_first:self.sparse_first + self.sparse.n_labels]
+
     @property
     def n_dense(self):
         return 0 if self.dense is None else self.dense.n_labels
-
-    def fused_head_loss(self, h, Y):
-        """The sparse head's BCE by the fused kernel, which never holds the (B, n_slots) logits;
-        the dense part of dense_sparse (a few labels) stays unfused. Equal to the unfused loss."""
-        B, nd = h.shape[0], self.n_dense
-        loss = 0.0
-        if self.dense is not None:
-            indptr, slots = slot_labels(Y, self.slot_of_label, 0, nd)
-            rows = np.repeat(np.arange(B), np.diff(indptr))
-            y = torch.zeros(B, nd)
-            y[torch.from_numpy(rows), torch.from_numpy(slots.astype(np.int64))] = 1.0
-            loss = F.binary_cross_entropy_with_logits(self.dense(h), y, reduction="sum") / B
-        indptr, slots = slot_labels(Y, self.slot_of_label, nd, self.n_slots - nd)
-        return loss + fused_bce_loss(h, self.sparse, indptr, slots, (self.label_of_slot >= 0)[nd:])
 
     @torch.no_grad()
     def topk(self, x: SparseInput, k):
@@ -224,17 +247,24 @@ class XMCModel(nn.Module):
         h = self.encode(x)
         if self.mach is not None:
             return self.mach.topk(h, k)
-        if self.sparse is None:
-            return torch.topk(self.slot_logits(h), k).indices
-        nd = self.n_dense
-        label_of_slot = self.label_of_slot
-        scores, slots = fused_topk(h, self.sparse, k, (label_of_slot >= 0)[nd:])
-        slots = torch.where(slots >= 0, slots + nd, slots)
+        return self.scored_topk(h, k)[1]
+
+    @torch.no_grad()
+    def scored_topk(self, h, k):
+        """(scores, labels) (B, k') of the k' = min(k, slots held) best slots of the dense and sparse
+        parts, best first; label -1 where a row has fewer real slots. Not for MACH."""
+        parts = []
         if self.dense is not None:
-            dense_scores, dense_slots = torch.topk(self.dense(h), min(k, nd))
-            scores, order = torch.topk(torch.cat([dense_scores, scores], 1), k)
-            slots = torch.cat([dense_slots, slots], 1).gather(1, order)
-        return torch.where(slots >= 0, label_of_slot[slots.clamp(min=0)], -1)
+            scores, slots = torch.topk(self.dense(h), min(k, self.dense.n_labels))
+            parts.append((scores, slots + self.dense_first))
+        if self.sparse is not None:
+            scores, slots = fused_topk(h, self.sparse, k, self.sparse_mask)
+            parts.append((scores, torch.where(slots >= 0, slots + self.sparse_first, slots)))
+        scores, slots = (torch.cat(p, 1) for p in zip(*parts))
+        if len(parts) > 1:
+            scores, order = torch.topk(scores, min(k, scores.shape[1]))
+            slots = slots.gather(1, order)
+        return scores, torch.where(slots >= 0, self.label_of_slot[slots.clamp(min=0)], -1)
 
     @torch.no_grad()
     def init_label_prior(self, label_counts, n_points):
@@ -247,11 +277,10 @@ class XMCModel(nn.Module):
         p = (torch.as_tensor(label_counts, dtype=torch.float64) + 0.5) / (n_points + 1)
         prior = torch.zeros(len(self.label_of_slot), dtype=torch.float64)
         prior[self.slot_of_label] = torch.log(p / (1 - p))
-        n_dense = 0 if self.dense is None else self.dense.n_labels
         if self.dense is not None:
-            self.dense.bias.copy_(prior[:n_dense])
+            self.dense.bias.copy_(prior[self.dense_first:self.dense_first + self.dense.n_labels])
         if self.sparse is not None:
-            self.sparse.bias.copy_(prior[n_dense:])
+            self.sparse.bias.copy_(prior[self.sparse_first:self.sparse_first + self.sparse.n_labels])
 
     def head_params(self):
         """Parameters of the output layer (all parts; not the auxiliary classifier)."""

@@ -3,6 +3,7 @@
     runs/<id>/config.json        the TrainConfig, as JSON
     runs/<id>/metrics.jsonl      one record per line, as the Trainer yields them
     runs/<id>/model.safetensors  the latest checkpoint (tensors only: no pickle)
+    runs/<id>/ranks.json         a distributed run: what each process held (engine.distributed)
 
 config.json and the checkpoint are written atomically (temp file + fsync + rename); metrics.jsonl
 is appended line by line, and a torn last line (a crash mid-write) is ignored when read.
@@ -120,6 +121,15 @@ class Run:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def save_ranks(self, ranks):
+        """ranks.json: what each process of a distributed run held (DistributedTrainer.rank_report)."""
+        _atomic_write(self.path / "ranks.json", lambda p: p.write_text(json.dumps(ranks, indent=2)))
+
+    def ranks(self):
+        """The ranks.json of a distributed run, or None."""
+        path = self.path / "ranks.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def records(self):
         """All complete records written so far."""
         path = self.path / "metrics.jsonl"
@@ -135,7 +145,11 @@ class Run:
 
     def save_checkpoint(self, model, trainer=None):
         """Write the model's weights (and, given the trainer, what resuming needs) atomically."""
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        self.save_state(model.state_dict(), trainer)
+
+    def save_state(self, state, trainer=None):
+        """save_checkpoint() from a model's state dict."""
+        state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         metadata = None
         if trainer is not None:
             tensors, meta = trainer.checkpoint_state()

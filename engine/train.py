@@ -228,6 +228,7 @@ class Trainer:
             if c.index_init == "centroid" and self.model.sparse is not None:
                 self.model.sparse.set_index(self.centroid_index())
             self.rng_state = torch.get_rng_state()   # this trainer's dropout draws continue from here
+        self.model = self.place_model(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         self.dst = None
         if c.dst != "none":
@@ -308,32 +309,52 @@ class Trainer:
             self.epoch += 1
             done = 0
 
+    def place_model(self, model):
+        """The part of the freshly initialised model this trainer trains: all of it (a rank of a
+        distributed run keeps its shard, engine.distributed)."""
+        return model
+
+    def batch_loss(self, rows):
+        """(loss to backpropagate, {"loss": its value, "head_loss", ["aux_loss"]}) of the
+        training points `rows` (sorted), drawing this batch's dropout masks."""
+        x, Y = SparseInput(self.X_train[rows]), self.dataset.Y_train[rows]
+        loss, parts = self.model.loss(x, Y, aux_weight=self.aux_weight())
+        return loss, {"loss": loss.item(), **parts}
+
+    def reduce_gradients(self):
+        """Between backward and the optimizer step: nothing here (a distributed run sums the
+        replicated encoder's gradients over the ranks)."""
+
     def train_step(self, rows):
         t0 = time.perf_counter()
         self.model.train()
         self.model.capture_sparse_grad = (self.dst is not None and self.config.dst == "gradient"
                                           and self.dst.n_swap(self.step + 1) > 0)
-        x, Y = SparseInput(self.X_train[rows]), self.dataset.Y_train[rows]
         with _TORCH_RNG:                              # the forward draws the dropout masks
             outer = torch.get_rng_state()
             torch.set_rng_state(self.rng_state)
             try:
-                loss, parts = self.model.loss(x, Y, aux_weight=self.aux_weight())
+                loss, parts = self.batch_loss(rows)
             finally:
                 self.rng_state = torch.get_rng_state()
                 torch.set_rng_state(outer)
-        value = loss.item()
+        value = parts["loss"]
         if not math.isfinite(value):
-            bad = {k: v for k, v in parts.items() if not math.isfinite(v)}
+            bad = {k: v for k, v in parts.items() if k != "loss" and not math.isfinite(v)}
             raise DivergenceError(f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): loss is "
                                   f"{value}{' (' + ', '.join(f'{k} {v}' for k, v in bad.items()) + ')' if bad else ''}"
                                   f"; try a smaller lr than {self.config.lr:g} (the run's last good checkpoint, if any, is kept)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.reduce_gradients()
         self.optimizer.step()
         self.step += 1
-        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, "loss": value, **parts,
+        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, **parts,
                 "step_time": time.perf_counter() - t0}
+
+    def save_checkpoint(self, run):
+        """Write the model and what resuming needs to `run` (a runs.Run)."""
+        run.save_checkpoint(self.model, self)
 
     def checkpoint_state(self):
         """What resuming needs beyond the model's weights: (tensors, meta).

@@ -133,36 +133,16 @@ class MachHead(nn.Module):
         p = (n + 0.5) / (N + 1)
         self.bias.copy_(torch.from_numpy(np.log(p / (1 - p))))
 
-    def _decode(self, probs, labels):
-        """Mean over reps of probs[:, r, h_r(l)] for the label ids `labels`: (N, len(labels))."""
-        out = probs[:, 0, :][:, self.bucket_of[0, labels]]
-        for r in range(1, self.n_reps):
-            out += probs[:, r, :][:, self.bucket_of[r, labels]]
-        return out / self.n_reps
-
     def scores(self, logits):
         """Decoded label scores (N, L): the mean over reps of the sigmoid of the label's bucket."""
-        return self._decode(torch.sigmoid(logits), torch.arange(self.n_labels))
+        return decode(torch.sigmoid(logits), self.bucket_of, torch.arange(self.n_labels))
 
     @torch.no_grad()
     def topk(self, h, k, chunk_elems=1 << 22):
-        """Ids (N, k) int64 of the k best labels by decoded score, best first; exact, computed in
-        label chunks of about chunk_elems / N labels to bound memory."""
+        """Ids (N, k) int64 of the k best labels by decoded score, best first (decoded_topk)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_labels:
             raise ConfigError(f"k={k!r}: expected an integer in [1, n_labels={self.n_labels}]")
-        probs = torch.sigmoid(self.forward(h))                         # (N, R, B)
-        N, L = probs.shape[0], self.n_labels
-        step = max(int(k), chunk_elems // max(N, 1))
-        best_s = torch.full((N, 0), -1.0, dtype=probs.dtype)
-        best_i = torch.zeros((N, 0), dtype=torch.int64)
-        for l0 in range(0, L, step):
-            labels = torch.arange(l0, min(L, l0 + step))
-            s = self._decode(probs, labels)                            # (N, chunk)
-            s = torch.cat([best_s, s], 1)
-            i = torch.cat([best_i, labels.expand(N, -1)], 1)
-            best_s, pos = torch.topk(s, min(int(k), s.shape[1]), dim=1)
-            best_i = torch.gather(i, 1, pos)
-        return best_i
+        return decoded_topk(torch.sigmoid(self.forward(h)), self.bucket_of, int(k), chunk_elems)
 
     def n_params(self):
         return sum(p.numel() for p in self.parameters())
@@ -171,3 +151,29 @@ class MachHead(nn.Module):
         return (f"in_features={self.in_features}, n_labels={self.n_labels}, "
                 f"n_buckets={self.n_buckets}, n_reps={self.n_reps}, seed={self.seed}, "
                 f"bias={self.bias is not None}")
+
+
+def decode(probs, bucket_of, labels):
+    """Mean over reps of probs[:, r, h_r(l)] for the label ids `labels`: (N, len(labels)).
+    probs (N, R, B) bucket probabilities, bucket_of (R, L)."""
+    out = probs[:, 0, :][:, bucket_of[0, labels]]
+    for r in range(1, bucket_of.shape[0]):
+        out += probs[:, r, :][:, bucket_of[r, labels]]
+    return out / bucket_of.shape[0]
+
+
+def decoded_topk(probs, bucket_of, k, chunk_elems=1 << 22):
+    """Ids (N, k) int64 of the k best labels by decoded score, best first; exact, computed in
+    label chunks of about chunk_elems / N labels so that no (N, L) matrix is held. Prior
+    validation is assumed (1 <= k <= L)."""
+    N, L = probs.shape[0], bucket_of.shape[1]
+    step = max(k, chunk_elems // max(N, 1))
+    best_s = torch.full((N, 0), -1.0, dtype=probs.dtype)
+    best_i = torch.zeros((N, 0), dtype=torch.int64)
+    for l0 in range(0, L, step):
+        labels = torch.arange(l0, min(L, l0 + step))
+        s = torch.cat([best_s, decode(probs, bucket_of, labels)], 1)    # (N, k + chunk)
+        i = torch.cat([best_i, labels.expand(N, -1)], 1)
+        best_s, pos = torch.topk(s, min(k, s.shape[1]), dim=1)
+        best_i = torch.gather(i, 1, pos)
+    return best_i

@@ -1,0 +1,152 @@
+"""Label-sharded training (engine.distributed): the shards add up to the whole model, and a run on
+2 processes under torchrun (gloo) gives the loss curve and P@k of one process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.__main__ import main
+from engine.data import generate
+from engine.distributed import DistributedError, DistributedTrainer, bounds, shard_model
+from engine.errors import ConfigError
+from engine.model import SparseInput
+from engine.train import TrainConfig, Trainer
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+HEADS = {
+    "group_shared": dict(head="group_shared", fanin=16, group_size=8, groups="clustered"),
+    "fixed_fanin": dict(head="fixed_fanin", fanin=16, index_init="centroid"),
+    "dense": dict(head="dense"),
+    "dense_sparse": dict(head="dense_sparse", fanin=16, group_size=8, head_size=30, intermediate=48),
+    "mach": dict(head="mach", mach_reps=3, mach_buckets=20),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # 171 labels: ragged groups of 8 (the last one padded), blocks that differ in size
+    return generate(n_points=600, n_features=120, n_labels=171, n_clusters=9, seed=3)
+
+
+def trainer_for(tiny, head, **kw):
+    return Trainer(TrainConfig(hidden=64, epochs=1, batch_size=64, aux=1.0, aux_clusters=8,
+                               **HEADS[head], **kw), tiny)
+
+
+def test_bounds_cover_every_item_once():
+    for n in (5, 8, 171):
+        for world in (1, 2, 3, 5):
+            blocks = [bounds(n, r, world) for r in range(world)]
+            assert blocks[0][0] == 0 and blocks[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+            assert max(hi - lo for lo, hi in blocks) - min(hi - lo for lo, hi in blocks) <= 1
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_add_up_to_the_whole_head(tiny, head, world):
+    # Σ over ranks of the shards' head losses and gradients = the whole head's, on one hidden batch;
+    # the merged top-k lists = the whole model's top-k (MACH: decoding the concatenated buckets)
+    whole = trainer_for(tiny, head).model
+    shards = [shard_model(trainer_for(tiny, head).model, r, world) for r in range(world)]
+    rows = np.arange(40)
+    h = torch.randn(40, whole.config.head_in, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    Y = tiny.Y_train[rows]
+
+    def loss_and_grad(model):
+        x = h.clone().requires_grad_(True)
+        loss = model.head_loss(x, Y)
+        loss.backward()
+        return loss.item(), x.grad
+
+    loss, grad = loss_and_grad(whole)
+    parts = [loss_and_grad(s) for s in shards]
+    assert sum(p[0] for p in parts) == pytest.approx(loss, rel=1e-5)
+    torch.testing.assert_close(sum(p[1] for p in parts), grad, rtol=1e-4, atol=1e-6)
+    part_names = {"dense", "sparse", "mach"}
+    for name, t in whole.state_dict().items():
+        pieces = [s.state_dict()[name] for s in shards]
+        if name.split(".")[0] in part_names:
+            torch.testing.assert_close(torch.cat(pieces), t)
+        else:
+            assert all(torch.equal(p, t) for p in pieces), name
+    with torch.no_grad():
+        whole.eval()
+        want = whole.mach.topk(h, 5) if whole.mach is not None else whole.scored_topk(h, 5)[1]
+        if whole.mach is not None:
+            from engine.heads.mach import decoded_topk
+            probs = torch.cat([torch.sigmoid(s.mach(h)) for s in shards], dim=1)
+            got = decoded_topk(probs, whole.mach.bucket_of, 5)
+        else:
+            scores, labels = (torch.cat(p, 1) for p in zip(*[s.scored_topk(h, 5) for s in shards]))
+            got = labels.gather(1, torch.topk(scores, 5).indices)
+    assert torch.equal(got, want)
+
+
+def test_a_rank_encodes_its_rows_with_the_whole_batch_dropout(tiny):
+    model = trainer_for(tiny, "dense_sparse").model.train()
+    X = tiny.X_train[:50]
+    state = torch.get_rng_state()
+    whole = model.encode(SparseInput(X))
+    for lo, hi in ((0, 25), (25, 50), (17, 31)):
+        torch.set_rng_state(state)
+        part = model.encode(SparseInput(X[lo:hi]), rows=(lo, 50))
+        torch.testing.assert_close(part, whole[lo:hi])
+
+
+def test_shard_refuses_more_ranks_than_parts(tiny):
+    model = trainer_for(tiny, "mach").model
+    with pytest.raises(ConfigError, match="4 processes need at least 4 MACH repetitions to share, the model has 3"):
+        shard_model(model, 0, 4)
+
+
+def test_distributed_needs_torchrun(monkeypatch, capsys):
+    for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(v, raising=False)
+    assert main(["train", "--data", "sample", "--epochs", "1", "--distributed"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --distributed runs under torchrun (RANK, WORLD_SIZE") and len(err.splitlines()) == 1
+    with pytest.raises(DistributedError, match="needs a process group"):
+        DistributedTrainer(TrainConfig())
+    with pytest.raises(ConfigError, match="dst .* is not available with --distributed"):
+        DistributedTrainer(TrainConfig(head="group_shared", dst="random"))
+
+
+def records(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["group_shared", "mach"])
+def test_two_processes_train_like_one(tmp_path, head):
+    # the same config and seed: one process in-process, two under torchrun (gloo, 1 thread each)
+    settings = dict(data="sample", epochs=3, hidden=128, lr=1e-2, batch_size=128, **HEADS[head])
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    out = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "engine", "train",
+                          *flags, "--distributed", "--runs", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    trainer = Trainer(TrainConfig(**settings))
+    want = list(trainer.run())
+    got = records(run_dir)
+    assert [r["kind"] for r in got] == [r["kind"] for r in want]
+    for g, w in zip(got, want):
+        if g["kind"] == "step":
+            assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
+        else:
+            for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5"):
+                assert g[key] == pytest.approx(w[key], abs=1e-3), (g["step"], key)
+    assert want[-1]["P@1"] > 0.5                                    # it learned: not a trivial curve
+    ranks = json.loads((run_dir / "ranks.json").read_text())
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert sum(r["head_params"] for r in ranks) == trainer.model.head_params()
+    # the gathered checkpoint is an ordinary one: `eval` reads it and gets the run's last scores
+    assert main(["eval", "--run", str(run_dir)]) == 0
