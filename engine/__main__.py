@@ -7,12 +7,15 @@
     python -m engine bench
     python -m engine lss --labels 100000
     python -m engine results --data ../shared/datasets/delicious ../shared/datasets/bibtex
+    torchrun --nproc_per_node=2 -m engine train --data sample --head group_shared --distributed
+    python -m engine bench-distributed --procs 1 2 4 --labels 100000
 
 Bad input ends with a one-line message on stderr and exit code 2.
 """
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -121,7 +124,7 @@ def cmd_train(args):
         run.save_ranks(ranks)
         for r in ranks:
             print(f"rank {r['rank']}: {r['slots'] or r['mach_reps']} {'slots' if r['slots'] else 'MACH repetitions'}, "
-                  f"{r['head_params']:,} head parameters, peak RSS {r['peak_rss_mb']:.0f} MB")
+                  f"{r['head_params']:,} head parameters, RSS {r['rss_mb']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB)")
 
 
 def cmd_eval(args):
@@ -183,6 +186,19 @@ def cmd_lss(args):
         print(f"{name:10} {r['cand_mean']:>10,.0f} ({r['cand_pct']:.2f}%) {100 * r['recall']:>7.1f}% "
               f"{100 * r['P@1']:>7.2f} {100 * r['P@1_ratio']:>8.1f}% {r['search_s']:>9.2f} {r['exact_s']:>8.2f}")
     print("bar (candidates <= 10%, P@1 >= 95% of exact, faster than exact):", out["bar"])
+
+
+def cmd_bench_distributed(args):
+    from .scaling import format_scaling, run_scaling
+    report = run_scaling(procs=args.procs, heads=args.heads, n_labels=args.labels, batch_size=args.batch,
+                         seed=args.seed)
+    table = format_scaling(report)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
 class UsageError(XMCError):
@@ -247,6 +263,16 @@ def build_parser():
     h.add_argument("--fit-epochs", type=int, default=3)
     h.add_argument("--seed", type=int, default=0)
 
+    s = sub.add_parser("bench-distributed", help="label-sharded training on 1, 2, 4 processes: steps/s, memory per rank")
+    from .scaling import HEADS as SCALING_HEADS
+    s.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4], help="process counts (default 1 2 4)")
+    s.add_argument("--heads", nargs="+", choices=list(SCALING_HEADS), default=list(SCALING_HEADS), metavar="H",
+                   help=f"some of: {', '.join(SCALING_HEADS)}")
+    s.add_argument("--labels", type=int, default=100_000)
+    s.add_argument("--batch", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="bench/distributed.json", help="report JSON path; the markdown table goes beside it")
+
     r = sub.add_parser("results", help="train every method on datasets; print the results table")
     r.add_argument("--data", nargs="+", required=True, help="dataset directories")
     r.add_argument("--only", nargs="+", help="configuration names (default: all)")
@@ -260,7 +286,8 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         commands = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
-                    "results": cmd_results, "lss": cmd_lss}
+                    "results": cmd_results, "lss": cmd_lss,
+                    "bench-distributed": cmd_bench_distributed}
         commands[args.command](args)
     except XMCError as e:
         print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)

@@ -8,17 +8,19 @@ Rank r of N owns, as contiguous blocks (bounds n·r//N .. n·(r+1)//N):
     dense part    labels of the dense head (dense, and the dense part of dense_sparse)
     MACH          repetitions: their hashes, bucket weights and biases
 and a replica of the encoder (and, on rank 0, of the auxiliary classifier). A step on a batch of
-B points:
+B points, on every rank:
 
-    h_r    = encode(x[rows B·r//N .. B·(r+1)//N])   dropout masks: those rows of the whole batch's
-    h      = all_gather(h_r)                         (B, d) everywhere; backward sums dh over ranks
-    loss_r = BCE of rank r's slots on h              (+ w_aux · the auxiliary loss, on rank 0)
-    loss_r.backward(); all_reduce(Σ) of the encoder's gradients; Adam on every rank
+    h      = encode(x)                        the same on every rank (same weights, same dropout draw)
+    h      = SumGradients(h)                  identity; backward: dh = all_reduce(Σ_r dL_r/dh)
+    loss_r = BCE of rank r's slots on h       (+ w_aux · the auxiliary loss, on rank 0)
+    loss_r.backward(); Adam                   the encoder gets Σ_r dL_r/dh: the same gradient everywhere
 
 Σ_r loss_r is the one-process loss and the gradients are the one-process gradients, so a run on N
-processes gives the loss curve and P@k of one process (to float rounding). MACH's repetitions need
-no communication of their own: each rank hashes, targets and scores its repetitions locally; the
-shared encoder's gradient all-reduce is the only exchange, as for the other heads.
+processes gives the loss curve and P@k of one process (to float rounding). What crosses the wire per
+step is one (B, d) all-reduce of the hidden layer's gradient (and two floats of loss), not the
+encoder's gradients: in XMC the encoder's input is the wide sparse feature space (D·hidden floats),
+so its gradient is far larger than the hidden batch's. MACH's repetitions need no communication of
+their own: each rank hashes, targets and scores its repetitions locally.
 Evaluation: each rank scores the test batch on its slots and the top-k lists are merged with one
 all_gather (MACH: the bucket probabilities are gathered, then decoded exactly). Checkpoints gather
 the shards into one ordinary model.safetensors (weights only), which `eval` and the app read.
@@ -142,20 +144,19 @@ def gather_rows(t):
     return torch.cat([o[:c] for o, c in zip(out, n)])
 
 
-class GatherRows(torch.autograd.Function):
-    """h = all ranks' row blocks, in rank order; the gradient of a rank's block is the sum over the
-    ranks of dL_r/dh at its rows (every rank's loss reads every row)."""
+class SumGradients(torch.autograd.Function):
+    """Identity forward; backward sums the incoming gradient over the ranks (every rank's loss reads
+    the whole hidden batch, so the encoder's gradient is the sum of theirs)."""
 
     @staticmethod
-    def forward(ctx, h_local, start):
-        ctx.rows = (start, start + h_local.shape[0])
-        return gather_rows(h_local)
+    def forward(ctx, h):
+        return h.view_as(h)
 
     @staticmethod
     def backward(ctx, dh):
         dh = dh.contiguous()
         dist.all_reduce(dh)
-        return dh[ctx.rows[0]:ctx.rows[1]], None
+        return dh
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,20 +181,11 @@ class DistributedTrainer(Trainer):
             self.mach_buckets = torch.from_numpy(
                 universal_hashes(c.n_labels, c.n_buckets, self.model.config.mach_reps, c.seed)[0])
 
-    @property
-    def encoder_params(self):
-        """The replicated parameters every rank's loss reaches (not the heads, not the auxiliary)."""
-        m = self.model
-        return [p for name, p in m.named_parameters() if name.split(".")[0] not in SHARDED + ("aux",)]
-
     def place_model(self, model):
         return shard_model(model, self.rank, self.world)
 
     def batch_loss(self, rows):
-        B = len(rows)
-        lo, hi = bounds(B, self.rank, self.world)
-        h_local = self.model.encode(SparseInput(self.X_train[rows[lo:hi]]), rows=(lo, B))
-        h = GatherRows.apply(h_local, lo)                                    # (B, d)
+        h = SumGradients.apply(self.model.encode(SparseInput(self.X_train[rows])))     # (B, d)
         aux_weight = self.aux_weight() if self.rank == 0 else 0.0
         loss, parts = self.model.loss_of(h, self.dataset.Y_train[rows], aux_weight)
         keys = ["head_loss"] + (["aux_loss"] if self.model.aux is not None and self.aux_weight() > 0 else [])
@@ -202,13 +194,6 @@ class DistributedTrainer(Trainer):
         parts = dict(zip(keys, totals.tolist()))
         value = parts["head_loss"] + self.aux_weight() * parts.get("aux_loss", 0.0)
         return loss, {"loss": value, **parts}
-
-    def reduce_gradients(self):
-        params = [p for p in self.encoder_params if p.grad is not None]
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p.grad))
 
     @torch.no_grad()
     def predict(self, X, k, batch_size=1024):
@@ -250,12 +235,20 @@ class DistributedTrainer(Trainer):
             run.save_state(state)
 
     def rank_report(self):
-        """Per rank: slots or MACH repetitions held, head parameters, peak resident memory (MB); a
-        collective."""
+        """Per rank: slots or MACH repetitions held, head parameters, resident memory now and at its
+        peak (MB; the peak includes the whole head each rank builds once before keeping its shard);
+        a collective."""
         m = self.model
         slots = sum(p.n_labels for p in (m.dense, m.sparse) if p is not None)
         reps = m.mach.n_reps if m.mach is not None else 0
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024            # Linux: KiB
-        mine = torch.tensor([[self.rank, slots, reps, m.head_params(), rss_mb]], dtype=torch.float64)
+        mine = torch.tensor([[self.rank, slots, reps, m.head_params(), resident_mb(),
+                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]], dtype=torch.float64)
         return [{"rank": int(r), "slots": int(s), "mach_reps": int(n), "head_params": int(p),
-                 "peak_rss_mb": round(mb, 1)} for r, s, n, p, mb in gather_rows(mine).tolist()]
+                 "rss_mb": round(now, 1), "peak_rss_mb": round(peak, 1)}
+                for r, s, n, p, now, peak in gather_rows(mine).tolist()]
+
+
+def resident_mb():
+    """This process's resident memory now, in MB (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

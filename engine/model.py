@@ -159,24 +159,13 @@ class XMCModel(nn.Module):
         """The main head: the sparse part when there is one, else the dense or MACH head."""
         return self.sparse or self.dense or self.mach
 
-    def encode(self, x: SparseInput, rows=None):
-        """Hidden representation h: (B, head_in) fed to the head. `rows` = (start, n): x holds rows
-        start .. start+B-1 of an n-row batch, and the dropout masks are those rows of the masks the
-        whole batch would draw (a rank of a distributed run encodes its slice of a batch)."""
+    def encode(self, x: SparseInput):
+        """Hidden representation h: (B, head_in) fed to the head."""
         h = self.embed(x.indices, x.offsets, per_sample_weights=x.weights) + self.embed_bias
-        h = self.dropout(torch.relu(h), rows)                                 # (B, hidden)
+        h = self.drop(torch.relu(h))                                          # (B, hidden)
         if self.intermediate is not None:
-            h = self.dropout(torch.relu(self.intermediate(h)), rows)          # (B, intermediate)
+            h = self.drop(torch.relu(self.intermediate(h)))                   # (B, intermediate)
         return h
-
-    def dropout(self, h, rows=None):
-        """nn.Dropout's draw (the same keep mask for the same RNG state), for rows of a batch."""
-        p = self.drop.p
-        if rows is None or not self.training or p == 0:
-            return self.drop(h)
-        start, n = rows
-        keep = torch.empty(n, h.shape[1], dtype=h.dtype).bernoulli_(1 - p)[start:start + h.shape[0]]
-        return h * keep.div_(1 - p)
 
     def slot_logits(self, h):
         """Logits in slot order (B, n_slots): the dense part, then the sparse groups."""

@@ -321,10 +321,6 @@ class Trainer:
         loss, parts = self.model.loss(x, Y, aux_weight=self.aux_weight())
         return loss, {"loss": loss.item(), **parts}
 
-    def reduce_gradients(self):
-        """Between backward and the optimizer step: nothing here (a distributed run sums the
-        replicated encoder's gradients over the ranks)."""
-
     def train_step(self, rows):
         t0 = time.perf_counter()
         self.model.train()
@@ -346,7 +342,6 @@ class Trainer:
                                   f"; try a smaller lr than {self.config.lr:g} (the run's last good checkpoint, if any, is kept)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.reduce_gradients()
         self.optimizer.step()
         self.step += 1
         return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, **parts,

@@ -14,8 +14,8 @@ import torch
 from engine.__main__ import main
 from engine.data import generate
 from engine.distributed import DistributedError, DistributedTrainer, bounds, shard_model
+from engine.heads.mach import decoded_topk
 from engine.errors import ConfigError
-from engine.model import SparseInput
 from engine.train import TrainConfig, Trainer
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -80,24 +80,12 @@ def test_shards_add_up_to_the_whole_head(tiny, head, world):
         whole.eval()
         want = whole.mach.topk(h, 5) if whole.mach is not None else whole.scored_topk(h, 5)[1]
         if whole.mach is not None:
-            from engine.heads.mach import decoded_topk
             probs = torch.cat([torch.sigmoid(s.mach(h)) for s in shards], dim=1)
             got = decoded_topk(probs, whole.mach.bucket_of, 5)
         else:
             scores, labels = (torch.cat(p, 1) for p in zip(*[s.scored_topk(h, 5) for s in shards]))
             got = labels.gather(1, torch.topk(scores, 5).indices)
     assert torch.equal(got, want)
-
-
-def test_a_rank_encodes_its_rows_with_the_whole_batch_dropout(tiny):
-    model = trainer_for(tiny, "dense_sparse").model.train()
-    X = tiny.X_train[:50]
-    state = torch.get_rng_state()
-    whole = model.encode(SparseInput(X))
-    for lo, hi in ((0, 25), (25, 50), (17, 31)):
-        torch.set_rng_state(state)
-        part = model.encode(SparseInput(X[lo:hi]), rows=(lo, 50))
-        torch.testing.assert_close(part, whole[lo:hi])
 
 
 def test_shard_refuses_more_ranks_than_parts(tiny):
@@ -150,3 +138,21 @@ def test_two_processes_train_like_one(tmp_path, head):
     assert sum(r["head_params"] for r in ranks) == trainer.model.head_params()
     # the gathered checkpoint is an ordinary one: `eval` reads it and gets the run's last scores
     assert main(["eval", "--run", str(run_dir)]) == 0
+
+
+@pytest.mark.slow
+def test_bench_distributed_reports_steps_and_memory_per_rank(tmp_path, capsys):
+    out = tmp_path / "distributed.json"
+    assert main(["bench-distributed", "--procs", "1", "2", "--labels", "640", "--heads", "group_shared",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    one, two = report["rows"]
+    assert (one["procs"], two["procs"]) == (1, 2) and one["speedup"] == 1.0
+    assert two["head_state_mb_per_rank"] == pytest.approx(one["head_state_mb_per_rank"] / 2, rel=0.05)
+    assert two["P@1"] == pytest.approx(one["P@1"], abs=1e-3)     # the same computation on 1 and 2 ranks
+    assert all(r["steps_per_s"] > 0 and r["peak_rss_mb_per_rank"] > 0 for r in report["rows"])
+    assert "| group_shared | 2 |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_distributed_refuses_bad_counts():
+    assert main(["bench-distributed", "--procs", "0", "2"]) == 2
