@@ -15,6 +15,10 @@ B points, on every rank:
     loss_r = BCE of rank r's slots on h       (+ w_aux · the auxiliary loss, on rank 0)
     loss_r.backward(); Adam                   the encoder gets Σ_r dL_r/dh: the same gradient everywhere
 
+With independent MACH members (mach_members = E, a multiple of N) rank r also owns its members'
+encoders, so its part is a whole model of its own: a step exchanges nothing but the two floats of
+the record's loss, as MACH allows (each member's dropout mask is its columns of the whole draw).
+
 Σ_r loss_r is the one-process loss and the gradients are the one-process gradients, so a run on N
 processes gives the loss curve and P@k of one process (to float rounding). What crosses the wire per
 step is one (B, d) all-reduce of the hidden layer's gradient (and two floats of loss), not the
@@ -96,9 +100,11 @@ def shard_dense(head, l0, l1):
 
 @torch.no_grad()
 def shard_mach(head, r0, r1):
-    """Repetitions r0 .. r1-1 of a MachHead (their hashes, bucket weights and biases)."""
+    """Repetitions r0 .. r1-1 of a MachHead (their hashes, bucket weights and biases); with
+    independent members, r0 and r1 fall on member bounds."""
+    members = max(1, head.n_members * (r1 - r0) // head.n_reps)          # 1: the shared encoder
     part = MachHead(head.in_features, head.n_labels, head.n_buckets, r1 - r0, seed=head.seed,
-                    bias=head.bias is not None)
+                    bias=head.bias is not None, members=members)
     B = head.n_buckets
     for name in ("bucket_of", "hash_a", "hash_b"):
         getattr(part, name).copy_(getattr(head, name)[r0:r1])
@@ -123,9 +129,41 @@ def shard_model(model, rank, world):
         g0, g1 = bounds(model.sparse.n_groups, rank, world)
         model.sparse_first += g0 * model.sparse.group_size
         model.sparse = shard_group_shared(model.sparse, g0, g1)
+    if model.mach is not None and model.mach.n_members > 1:
+        shard_members(model, rank, world)
     if model.mach is not None:
         model.mach = shard_mach(model.mach, *bounds(model.mach.n_reps, rank, world))
     return model
+
+
+@torch.no_grad()
+def shard_members(model, rank, world):
+    """Keep rank's block of independent MACH members' encoders (columns of the first layer)."""
+    E, d = model.mach.n_members, model.config.hidden
+    if E % world:
+        raise ConfigError(f"mach_members={E} independent models do not split evenly over {world} processes: "
+                          f"use a multiple of {world}")
+    c0, c1 = (d * e for e in bounds(E, rank, world))
+    embed = torch.nn.EmbeddingBag(model.embed.num_embeddings, c1 - c0, mode="sum")
+    embed.weight.copy_(model.embed.weight[:, c0:c1])
+    model.embed = embed
+    model.embed_bias = torch.nn.Parameter(model.embed_bias[c0:c1].clone())
+    model.encoder_columns = (c0, E * d)
+
+
+def independent(model):
+    """True when each rank's part of the model is self-contained (a block of independent MACH
+    members): its steps exchange nothing but the loss of the record."""
+    return model.encoder_columns is not None
+
+
+def shard_dim(model, name):
+    """The dimension along which the state `name` is split over the ranks, or None (replicated)."""
+    if name.split(".")[0] in SHARDED:
+        return 0
+    if independent(model) and name in ("embed.weight", "embed_bias"):
+        return 1 if name == "embed.weight" else 0
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +223,9 @@ class DistributedTrainer(Trainer):
         return shard_model(model, self.rank, self.world)
 
     def batch_loss(self, rows):
-        h = SumGradients.apply(self.model.encode(SparseInput(self.X_train[rows])))     # (B, d)
+        h = self.model.encode(SparseInput(self.X_train[rows]))                          # (B, d)
+        if not independent(self.model):
+            h = SumGradients.apply(h)
         aux_weight = self.aux_weight() if self.rank == 0 else 0.0
         loss, parts = self.model.loss_of(h, self.dataset.Y_train[rows], aux_weight)
         keys = ["head_loss"] + (["aux_loss"] if self.model.aux is not None and self.aux_weight() > 0 else [])
@@ -225,7 +265,8 @@ class DistributedTrainer(Trainer):
         process would save it; a collective: every rank calls it, all get the result."""
         out = {}
         for name, t in self.model.state_dict().items():
-            out[name] = gather_rows(t.detach()) if name.split(".")[0] in SHARDED else t.detach()
+            dim, t = shard_dim(self.model, name), t.detach()
+            out[name] = t if dim is None else gather_rows(t.transpose(0, dim).contiguous()).transpose(0, dim)
         return out
 
     def save_checkpoint(self, run):

@@ -36,7 +36,7 @@ def estimate_bytes(config, dataset_shape):
     n_features, n_labels = tuple(dataset_shape)[-2:]
     mc = config.model_config(int(n_features), int(n_labels))
     B = config.batch_size
-    enc = mc.n_features * mc.hidden + mc.hidden
+    enc = mc.n_features * mc.encoder_width + mc.encoder_width
     if mc.intermediate:
         enc += mc.hidden * mc.intermediate + mc.intermediate
     if mc.aux_clusters:
@@ -46,7 +46,7 @@ def estimate_bytes(config, dataset_shape):
     out = {
         "encoder": 4 * enc * FLOAT,
         "head": head["total"],
-        "activations": 4 * B * (mc.hidden + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
+        "activations": 4 * B * (mc.encoder_width + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
         "eval": EVAL_BATCH * logits_per_point * FLOAT,
     }
     out["total"] = sum(out.values())

@@ -9,7 +9,9 @@ Heads (`ModelConfig.head`):
     fixed_fanin    GroupSharedHead with m = 1: every label reads its own k inputs, O(k·L)
     group_shared   GroupSharedHead with m labels per group sharing one set of k inputs
     dense_sparse   a DenseHead for the `head_size` most frequent labels + a group-shared tail
-    mach           MachHead: R hashed classifiers of B buckets each, O(d·R·B)
+    mach           MachHead: R hashed classifiers of B buckets each, O(d·R·B); with mach_members = E > 1
+                   the R repetitions form E independent models, each with its own encoder (E blocks
+                   of `hidden` units side by side), as in the MACH paper
 
 Sparse heads work in *slot* space: label l's logit sits in slot `slot_of_label[l]` of the head's
 output (the dense part first, then group g's m slots g·m .. g·m+m-1). Label groups decide the
@@ -48,6 +50,7 @@ class ModelConfig:
     head_size: int = 100       # dense_sparse: labels in the dense part (the most frequent)
     mach_buckets: int = 256    # mach: B buckets per repetition
     mach_reps: int = 4         # mach: R repetitions
+    mach_members: int = 1      # mach: independent models the R repetitions form, each its own encoder
     aux_clusters: int = 0      # label clusters of the auxiliary classifier; 0 = none
     dropout: float = 0.3
     backend: str = "auto"      # kernel backend of the sparse heads
@@ -74,8 +77,24 @@ class ModelConfig:
             raise ConfigError(f"mach_buckets must be >= 2, got {self.mach_buckets}")
         if self.head == "mach" and self.mach_reps < 1:
             raise ConfigError(f"mach_reps must be >= 1, got {self.mach_reps}")
+        if self.head == "mach" and (self.mach_members < 1 or self.mach_reps % self.mach_members):
+            raise ConfigError(f"mach_members must divide mach_reps={self.mach_reps} (1 = one shared encoder), "
+                              f"got {self.mach_members}")
+        if self.members > 1 and (self.intermediate or self.aux_clusters):
+            raise ConfigError(f"mach_members={self.mach_members} (independent encoders) takes no intermediate "
+                              f"layer and no auxiliary objective")
         if not 0 <= self.aux_clusters <= self.n_labels:
             raise ConfigError(f"aux_clusters must be in [0, {self.n_labels}] (0 = none), got {self.aux_clusters}")
+
+    @property
+    def members(self):
+        """Independent encoders side by side (MACH members; 1 for every other head)."""
+        return self.mach_members if self.head == "mach" else 1
+
+    @property
+    def encoder_width(self):
+        """Units of the encoder's hidden layer: hidden per member."""
+        return self.hidden * self.members
 
     @property
     def head_in(self):
@@ -115,8 +134,8 @@ class XMCModel(nn.Module):
         super().__init__()
         self.config = c = config
         L = c.n_labels
-        self.embed = nn.EmbeddingBag(c.n_features, c.hidden, mode="sum")   # E: (D, hidden)
-        self.embed_bias = nn.Parameter(torch.empty(c.hidden))
+        self.embed = nn.EmbeddingBag(c.n_features, c.encoder_width, mode="sum")   # E: (D, members·hidden)
+        self.embed_bias = nn.Parameter(torch.empty(c.encoder_width))
         bound = c.n_features ** -0.5                                        # as nn.Linear(D, hidden)
         nn.init.uniform_(self.embed.weight, -bound, bound)
         nn.init.uniform_(self.embed_bias, -bound, bound)
@@ -134,11 +153,12 @@ class XMCModel(nn.Module):
         self.mach = None
         if c.head == "mach":
             from .heads.mach import MachHead
-            self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed)
+            self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed, members=c.mach_members)
         self.n_slots = n_slots
         # the global slots of this model's first dense and first sparse slot: 0 and n_dense for the
         # whole model; a rank of a distributed run holds a block of each part (engine.distributed)
         self.dense_first, self.sparse_first = 0, n_dense
+        self.encoder_columns = None    # a rank's block of independent MACH members: (first unit, all units)
         self.register_buffer("slot_of_label", torch.from_numpy(slot_of_label))  # saved with checkpoints
 
         self.cluster_of_label = None if cluster_of_label is None else torch.as_tensor(cluster_of_label,
@@ -162,10 +182,20 @@ class XMCModel(nn.Module):
     def encode(self, x: SparseInput):
         """Hidden representation h: (B, head_in) fed to the head."""
         h = self.embed(x.indices, x.offsets, per_sample_weights=x.weights) + self.embed_bias
-        h = self.drop(torch.relu(h))                                          # (B, hidden)
+        h = self.dropout(torch.relu(h))                                       # (B, members·hidden)
         if self.intermediate is not None:
             h = self.drop(torch.relu(self.intermediate(h)))                   # (B, intermediate)
         return h
+
+    def dropout(self, h):
+        """nn.Dropout. A rank holding a block of independent MACH members draws the whole encoder's
+        mask (nn.Dropout's draw for the same RNG state) and keeps its columns, as one process would."""
+        p = self.drop.p
+        if self.encoder_columns is None or not self.training or p == 0:
+            return self.drop(h)
+        first, width = self.encoder_columns
+        keep = torch.empty(h.shape[0], width, dtype=h.dtype).bernoulli_(1 - p)[:, first:first + h.shape[1]]
+        return h * keep.div_(1 - p)
 
     def slot_logits(self, h):
         """Logits in slot order (B, n_slots): the dense part, then the sparse groups."""

@@ -93,6 +93,7 @@ class TrainConfig:
     head_size: int = 100        # dense_sparse: the most frequent labels get a dense head
     mach_buckets: int = 256     # mach: B
     mach_reps: int = 4          # mach: R
+    mach_members: int = 1       # mach: independent models (own encoders) the R repetitions form; 1 = shared
     aux: float = 0.0            # initial weight of the auxiliary cluster objective; 0 = off
     aux_clusters: int = 64      # meta-labels of the auxiliary objective
     aux_until: float = 0.5      # fraction of training after which the auxiliary weight is 0
@@ -120,7 +121,7 @@ class TrainConfig:
         used.update({"fanin": 1} if self.head in SPARSE_HEADS else {})
         used.update({"group_size": 1} if self.head in ("group_shared", "dense_sparse") else {})
         used.update({"head_size": 1} if self.head == "dense_sparse" else {})
-        used.update({"mach_buckets": 2, "mach_reps": 1} if self.head == "mach" else {})
+        used.update({"mach_buckets": 2, "mach_reps": 1, "mach_members": 1} if self.head == "mach" else {})
         for name, low in used.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")

@@ -16,6 +16,7 @@ from engine.data import generate
 from engine.distributed import DistributedError, DistributedTrainer, bounds, shard_model
 from engine.heads.mach import decoded_topk
 from engine.errors import ConfigError
+from engine.model import SparseInput
 from engine.train import TrainConfig, Trainer
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -25,6 +26,7 @@ HEADS = {
     "dense": dict(head="dense"),
     "dense_sparse": dict(head="dense_sparse", fanin=16, group_size=8, head_size=30, intermediate=48),
     "mach": dict(head="mach", mach_reps=3, mach_buckets=20),
+    "mach_members": dict(head="mach", mach_reps=4, mach_buckets=20, mach_members=2),
 }
 
 
@@ -35,8 +37,8 @@ def tiny():
 
 
 def trainer_for(tiny, head, **kw):
-    return Trainer(TrainConfig(hidden=64, epochs=1, batch_size=64, aux=1.0, aux_clusters=8,
-                               **HEADS[head], **kw), tiny)
+    aux = {} if head == "mach_members" else dict(aux=1.0, aux_clusters=8)   # members: no shared layer
+    return Trainer(TrainConfig(hidden=64, epochs=1, batch_size=64, **aux, **HEADS[head], **kw), tiny)
 
 
 def test_bounds_cover_every_item_once():
@@ -48,7 +50,7 @@ def test_bounds_cover_every_item_once():
             assert max(hi - lo for lo, hi in blocks) - min(hi - lo for lo, hi in blocks) <= 1
 
 
-@pytest.mark.parametrize("head", list(HEADS))
+@pytest.mark.parametrize("head", [h for h in HEADS if h != "mach_members"])
 @pytest.mark.parametrize("world", [2, 3])
 def test_shards_add_up_to_the_whole_head(tiny, head, world):
     # Σ over ranks of the shards' head losses and gradients = the whole head's, on one hidden batch;
@@ -88,6 +90,37 @@ def test_shards_add_up_to_the_whole_head(tiny, head, world):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_independent_mach_members_are_whole_models(tiny, world):
+    # each rank keeps its members' encoder columns: its loss needs no other rank, the losses add up,
+    # its dropout draw is its columns of the whole draw, and the gathered probabilities decode alike
+    whole = trainer_for(tiny, "mach_members").model
+    shards = [shard_model(trainer_for(tiny, "mach_members").model, r, world) for r in range(world)]
+    x, Y = SparseInput(tiny.X_train[:40]), tiny.Y_train[:40]
+    state = torch.get_rng_state()
+    h = whole.train().encode(x)
+    for r, s in enumerate(shards):
+        torch.set_rng_state(state)
+        c0, c1 = 64 * 2 * r // world, 64 * 2 * (r + 1) // world
+        torch.testing.assert_close(s.train().encode(x), h[:, c0:c1])
+    with torch.no_grad():
+        for m in [whole, *shards]:
+            m.eval()
+        loss = whole.loss(x, Y)[0].item()
+        assert sum(s.loss(x, Y)[0].item() for s in shards) == pytest.approx(loss, rel=1e-5)
+        probs = torch.cat([torch.sigmoid(s.mach(s.encode(x))) for s in shards], dim=1)
+        assert torch.equal(decoded_topk(probs, whole.mach.bucket_of, 5), whole.topk(x, 5))
+
+
+def test_independent_members_split_evenly(tiny):
+    with pytest.raises(ConfigError, match="mach_members=2 independent models do not split evenly over 3"):
+        shard_model(trainer_for(tiny, "mach_members").model, 0, 3)
+    with pytest.raises(ConfigError, match="mach_members must divide mach_reps=4"):
+        Trainer(TrainConfig(head="mach", mach_reps=4, mach_members=3), tiny)
+    with pytest.raises(ConfigError, match="takes no intermediate layer"):
+        Trainer(TrainConfig(head="mach", mach_reps=4, mach_members=2, intermediate=32), tiny)
+
+
 def test_shard_refuses_more_ranks_than_parts(tiny):
     model = trainer_for(tiny, "mach").model
     with pytest.raises(ConfigError, match="4 processes need at least 4 MACH repetitions to share, the model has 3"):
@@ -111,7 +144,7 @@ def records(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["group_shared", "mach"])
+@pytest.mark.parametrize("head", ["group_shared", "mach", "mach_members"])
 def test_two_processes_train_like_one(tmp_path, head):
     # the same config and seed: one process in-process, two under torchrun (gloo, 1 thread each)
     settings = dict(data="sample", epochs=3, hidden=128, lr=1e-2, batch_size=128, **HEADS[head])

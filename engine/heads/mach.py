@@ -9,6 +9,9 @@ Labels are mapped to buckets by R independent 2-universal hashes (p = 2^31 - 1, 
 One Linear(d, R·B) gives every repetition its bucket logits, so memory is O(d·R·B), not O(d·L):
 
     Z[n, r, :] = h[n] · V_rᵀ + c_r                          Z: (N, R, B)
+
+With `members` = E > 1 the R repetitions form E independent models (the MACH paper's setting): h is
+E blocks of d units side by side, one per member's own encoder, and rep r reads block r // (R/E).
     T[n, r, j] = 1  iff  some true label l of point n has h_r(l) = j     (multi-label targets)
     loss       = (1/N) Σ_n Σ_r Σ_j BCE(Z[n, r, j], T[n, r, j])
     score[n, l] = (1/R) Σ_r σ(Z[n, r, h_r(l)])              decoding: (N, L)
@@ -64,12 +67,15 @@ class MachHead(nn.Module):
     forward(h) gives bucket logits (N, R, B); loss(logits, Y) the BCE against bucket targets;
     scores(logits) the decoded (N, L) label scores; topk(h, k) the best k labels."""
 
-    def __init__(self, in_features, n_labels, n_buckets, n_reps, seed=0, bias=True):
+    def __init__(self, in_features, n_labels, n_buckets, n_reps, seed=0, bias=True, members=1):
         super().__init__()
         for name, v, lo in (("in_features", in_features, 1), ("n_labels", n_labels, 1),
-                            ("n_buckets", n_buckets, 2), ("n_reps", n_reps, 1)):
+                            ("n_buckets", n_buckets, 2), ("n_reps", n_reps, 1), ("members", members, 1)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ConfigError(f"{name}={v!r}: expected an integer >= {lo}")
+        if n_reps % members:
+            raise ConfigError(f"members={members} must divide n_reps={n_reps}")
+        self.n_members = int(members)
         if n_labels >= PRIME:
             raise ConfigError(f"n_labels={n_labels}: the hash family needs n_labels < p = {PRIME}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -96,10 +102,17 @@ class MachHead(nn.Module):
     def bias(self):                                                    # (R·B,) or None
         return self.linear.bias
 
-    def forward(self, h):                                              # (N, d) -> (N, R, B)
-        if h.shape[-1] != self.in_features:
-            raise ValueError(f"input has {h.shape[-1]} features, the head expects {self.in_features}")
-        return self.linear(h).view(h.shape[0], self.n_reps, self.n_buckets)
+    def forward(self, h):                                              # (N, E·d) -> (N, R, B)
+        E, d, N = self.n_members, self.in_features, h.shape[0]
+        if h.shape[-1] != E * d:
+            raise ValueError(f"input has {h.shape[-1]} features, the head expects {E} × {d}")
+        if E == 1:
+            return self.linear(h).view(N, self.n_reps, self.n_buckets)
+        V = self.linear.weight.view(E, -1, d)                           # member e: its R/E reps' buckets
+        z = torch.einsum("ned,ejd->nej", h.view(N, E, d), V).reshape(N, -1)
+        if self.bias is not None:
+            z = z + self.bias
+        return z.view(N, self.n_reps, self.n_buckets)
 
     def bucket_targets(self, Y, dtype=torch.float32):
         """(N, R, B) 0/1 targets: bucket j of rep r is positive iff a true label of the point
@@ -149,7 +162,7 @@ class MachHead(nn.Module):
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, n_labels={self.n_labels}, "
-                f"n_buckets={self.n_buckets}, n_reps={self.n_reps}, seed={self.seed}, "
+                f"n_buckets={self.n_buckets}, n_reps={self.n_reps}, members={self.n_members}, seed={self.seed}, "
                 f"bias={self.bias is not None}")
 
 
