@@ -34,7 +34,6 @@ since the trainer keeps its tensors on the CPU.
 """
 
 import os
-import resource
 
 import numpy as np
 import torch
@@ -282,14 +281,14 @@ class DistributedTrainer(Trainer):
         m = self.model
         slots = sum(p.n_labels for p in (m.dense, m.sparse) if p is not None)
         reps = m.mach.n_reps if m.mach is not None else 0
-        mine = torch.tensor([[self.rank, slots, reps, m.head_params(), resident_mb(),
-                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]], dtype=torch.float64)
+        mine = torch.tensor([[self.rank, slots, reps, m.head_params(), *resident_mb()]], dtype=torch.float64)
         return [{"rank": int(r), "slots": int(s), "mach_reps": int(n), "head_params": int(p),
                  "rss_mb": round(now, 1), "peak_rss_mb": round(peak, 1)}
                 for r, s, n, p, now, peak in gather_rows(mine).tolist()]
 
 
 def resident_mb():
-    """This process's resident memory now, in MB (Linux: /proc/self/statm)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """(now, peak) resident memory of this process in MB (Linux: VmRSS, VmHWM of /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        kb = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    return tuple(int(kb[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))

@@ -27,6 +27,7 @@ HEADS = {
     "group_shared": dict(head="group_shared", fanin=32, group_size=32),
     "dense": dict(head="dense"),
     "mach": dict(head="mach", mach_reps=4, mach_buckets=0),          # buckets: L/16, so R·B = L/4
+    "mach_members": dict(head="mach", mach_reps=4, mach_buckets=0, mach_members=4),   # 4 own encoders
 }
 BYTES_PER_PARAM = 16            # float32 weight, gradient, Adam's two moments
 

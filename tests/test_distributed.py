@@ -189,3 +189,19 @@ def test_bench_distributed_reports_steps_and_memory_per_rank(tmp_path, capsys):
 
 def test_bench_distributed_refuses_bad_counts():
     assert main(["bench-distributed", "--procs", "0", "2"]) == 2
+
+
+@pytest.mark.slow
+def test_the_across_machines_launch_of_the_readme(tmp_path):
+    # two torchrun "nodes" of one process each, meeting at a master address (both on 127.0.0.1 here)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen([str(TORCHRUN), "--nnodes=2", "--nproc_per_node=1", f"--node_rank={r}",
+                               "--master_addr=127.0.0.1", "--master_port=29517", "-m", "engine", "train",
+                               "--data=sample", "--head=group_shared", "--epochs=1", "--distributed",
+                               "--runs", str(tmp_path / f"node{r}")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], logs
+    (run_dir,) = (tmp_path / "node0").iterdir()                   # rank 0 writes the run store
+    assert not (tmp_path / "node1").exists()
+    assert [r["rank"] for r in json.loads((run_dir / "ranks.json").read_text())] == [0, 1]
