@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from engine.data import generate
+from engine.data import generate, load_dataset
 from engine.errors import ConfigError
 from engine.grouping import (LabelGroups, balanced_groups, group_centroids, group_index,
                              labels_without_positives, pifa, random_groups, top_inputs)
+from engine.train import TrainConfig, label_layout
+
+from shared_data import DATASETS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +117,36 @@ def test_clustered_groups_are_purer_than_random():
     clustered, rand = purity(balanced_groups(E, 10)), purity(random_groups(400, 10))
     assert clustered > 0.9 and rand < 0.4, (clustered, rand)
     assert purity(balanced_groups(sp.csr_matrix(E), 10)) > 0.9
+
+
+def mean_within_group(S, group_of_label):
+    """Mean of S[a, b] over the pairs a != b of labels that share a group."""
+    same = group_of_label[:, None] == group_of_label[None, :]
+    np.fill_diagonal(same, False)
+    return S[same].mean()
+
+
+@pytest.mark.parametrize("name", ["delicious", "bibtex"])
+def test_clustered_slots_hold_similar_labels_on_real_data(name):
+    # the slots the trainer builds (label_layout), not only balanced_groups: labels that share a
+    # clustered group have closer PIFA vectors and co-occur more (cosine of their Y columns)
+    if not (DATASETS / name).exists():
+        pytest.skip(f"{DATASETS / name} not present")
+    ds = load_dataset(DATASETS / name)
+    config = TrainConfig(head="group_shared", group_size=32).model_config(ds.n_features, ds.n_labels)
+    E = pifa(ds.X_train, ds.Y_train)
+    Yb = sp.csc_matrix(ds.Y_train, dtype=np.float64)
+    Yb.data[:] = 1.0
+    cooc = (Yb.T @ Yb).toarray()
+    norm = np.sqrt(np.diag(cooc)).clip(1e-12)
+    similarity = {"pifa": E @ E.T, "cooc": cooc / np.outer(norm, norm)}
+    within = {}
+    for groups in ("clustered", "random"):
+        slot_of_label, _ = label_layout(config, ds.X_train, ds.Y_train, groups, seed=0)
+        group_of_label = slot_of_label // config.group_size
+        within[groups] = {k: mean_within_group(S, group_of_label) for k, S in similarity.items()}
+    assert within["clustered"]["pifa"] > within["random"]["pifa"] + 0.03, within
+    assert within["clustered"]["cooc"] > 2.5 * within["random"]["cooc"], within
 
 
 def test_label_groups_validation():
