@@ -42,6 +42,16 @@ OPTIONAL_KEYS = {"groups": "groups", "init": "index_init", "head_size": "head_si
                  "reps": "mach_reps"}
 GEN_KEYS = {"labels": "n_labels", "features": "n_features", "points": "n_points", "clusters": "n_clusters",
             "alpha": "alpha", "gseed": "seed"}
+# the settings a config.json import sets: config field -> widget key (and URL parameter)
+IMPORTED_KEYS = {"head": "head", "hidden": "hidden", "fanin": "fanin", "group_size": "group", "groups": "groups",
+                 "index_init": "init", "seed": "seed", "epochs": "epochs", "batch_size": "batch", "lr": "lr",
+                 "eval_every": "eval_every", "dropout": "dropout", "normalize": "normalize"}
+# what the settings widgets can hold, by key: the (low, high) of a slider or number input, the options of a
+# select slider; shared by the widgets and the check of an imported config (a widget given a value outside
+# raises, or silently falls back to its default)
+RANGES = {"hidden": [64, 128, 256, 512], "fanin": (1, 512), "group": (1, 256), "seed": (0, 10**6),
+          "epochs": (1, 200), "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "batch": [32, 64, 128, 256, 512, 1024],
+          "eval_every": (0, 10000), "dropout": (0.0, 0.9)}
 
 
 def runs_root():
@@ -231,11 +241,11 @@ def sidebar():
     s.selectbox("Head", list(HEADS), index=list(HEADS).index("group_shared"), key="head", bind="query-params",
                 help="; ".join(f"{h}: {n}" for h, n in HEAD_NAMES.items() if h in HEADS))
     classroom = st.session_state.get("classroom", False)
-    s.select_slider("Hidden width d", [64, 128, 256, 512], 256, key="hidden", bind="query-params",
+    s.select_slider("Hidden width d", RANGES["hidden"], 256, key="hidden", bind="query-params",
                     help="width of the layer the head reads")
-    s.slider("Fan-in k", 1, 512, 32, key="fanin", bind="query-params",
+    s.slider("Fan-in k", *RANGES["fanin"], 32, key="fanin", bind="query-params",
              help="inputs each label (group) reads; at most d")
-    s.slider("Group size m", 1, 256, 32, key="group", bind="query-params",
+    s.slider("Group size m", *RANGES["group"], 32, key="group", bind="query-params",
              help="labels sharing one input set (group-shared head)")
     head = st.session_state.get("head", "group_shared")
     if "groups" in TRAIN_FIELDS and not classroom:
@@ -249,7 +259,7 @@ def sidebar():
     if head == "mach" and "mach_buckets" in TRAIN_FIELDS:
         s.select_slider("MACH buckets B", [16, 32, 64, 128, 256, 512, 1024], 256, key="buckets", bind="query-params")
         s.slider("MACH repetitions R", 1, 16, 4, key="reps", bind="query-params")
-    s.number_input("Seed", 0, 10**6, 0, key="seed", bind="query-params")
+    s.number_input("Seed", *RANGES["seed"], 0, key="seed", bind="query-params")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The Streamlit app: every page renders through AppTest without exceptions, the main widgets drive
-the engine, bad input shows as a message; the figure functions, the analyses and the job registry
-are tested directly. The live refresh (st.fragment(run_every=...)) needs a real browser:
+the engine, bad input shows as an error box (every case of the corpus in tests/test_bad_input.py that
+can reach a page); the figure functions, the analyses and the job registry are tested directly. The live refresh (st.fragment(run_every=...)) needs a real browser:
 tests/test_app_browser.py."""
 
 import json
@@ -12,10 +12,13 @@ import plotly.graph_objects as go
 import pytest
 import scipy.sparse as sp
 
-from engine import TrainConfig, generate, save_dataset
+from engine import RunStore, TrainConfig, generate, save_dataset
 
 from app import analysis, figures
+from app.common import IMPORTED_KEYS
 from app.jobs import JobLimitError, JobRegistry, read_status, write_status
+from test_bad_input import (CHECKPOINT_CASES, CONFIG_CASES, DATASET_CASES, LAYOUT_CASES, NOT_OBJECTS,
+                            STORED_CONFIG_CASES, bad_layout, dataset_dir)
 
 APP = Path(__file__).resolve().parents[1] / "app" / "Home.py"
 TIMEOUT = 60
@@ -30,6 +33,13 @@ def runs_dir(tmp_path_factory):
 def app_env(runs_dir, monkeypatch):
     monkeypatch.setenv("XMC_RUNS_DIR", str(runs_dir))
     monkeypatch.setenv("XMC_APP_WARMUP", "0")          # no background UMAP compile inside the tests
+
+
+@pytest.fixture
+def own_runs_dir(tmp_path, monkeypatch):
+    """A run store of the test's own, empty at first (the Train page then draws no runs: quicker)."""
+    monkeypatch.setenv("XMC_RUNS_DIR", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +73,23 @@ def page(at, name):
 
 def assert_clean(at):
     assert not at.exception, [e.message for e in at.exception]
+
+
+def assert_error_box(at, *words):
+    """The page shows an st.error holding all the words, and no exception (no traceback)."""
+    assert_clean(at)
+    assert any(all(w in e.value for w in words) for e in at.error), [e.value for e in at.error]
+
+
+def upload_dataset(at, files):
+    """On the Data page: upload files ({name: bytes}) and press "Use these files"."""
+    at.file_uploader(key="upload").set_value([(n, b, "text/plain") for n, b in files.items()]).run()
+    return at.button[0].click().run()
+
+
+def import_config(at, text):
+    """On the Train page: upload text (bytes) as config.json."""
+    return at.file_uploader(key="config_file").set_value(("config.json", text, "application/json")).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,12 +286,11 @@ def test_classroom_mode_hides_advanced_controls_and_shows_explanations():
 def test_a_config_imports_as_json():
     at = page(app(), "train")
     cfg = TrainConfig(head="fixed_fanin", hidden=128, fanin=8, epochs=7).to_dict()
-    at.file_uploader(key="config_file").set_value(("config.json", json.dumps(cfg).encode(), "application/json")).run()
+    import_config(at, json.dumps(cfg).encode())
     assert_clean(at)
     assert at.session_state["head"] == "fixed_fanin" and at.session_state["fanin"] == 8
     assert at.slider(key="epochs").value == 7
-    at.file_uploader(key="config_file").set_value(("config.json", b"{not json", "application/json")).run()
-    assert any("not a run configuration" in e.value for e in at.error)
+    assert_error_box(import_config(at, b"{not json"), "not a run configuration")
 
 
 def test_data_page_shows_the_sample_and_generates_from_the_url():
@@ -276,24 +302,10 @@ def test_data_page_shows_the_sample_and_generates_from_the_url():
     assert at.metric[3].value == "300" and at.metric[0].value == "450"
 
 
-def test_data_page_reports_a_bad_folder_and_a_bad_upload(tmp_path):
-    at = page(app(data="folder", path=str(tmp_path / "nowhere")), "data")
-    assert_clean(at)
-    assert "no such dataset directory" in at.error[0].value
-    at = page(app(), "data")
-    at.file_uploader(key="upload").set_value([("train.txt", b"2 3 4\n0 1:1\n7 2:1\n", "text/plain"),
-                                              ("test.txt", b"1 3 4\n0 1:1\n", "text/plain")]).run()
-    at.button[0].click().run()
-    assert_clean(at)
-    assert any("label id 7 >= num_labels 4" in e.value and "line 3" in e.value for e in at.error)
-
-
 def test_data_page_takes_a_good_upload(tiny):
     _, path = tiny
-    at = page(app(), "data")
-    files = [(n, (path / n).read_bytes(), "text/plain") for n in ("train.txt", "test.txt", "labels.txt")]
-    at.file_uploader(key="upload").set_value(files).run()
-    at.button[0].click().run()
+    files = {n: (path / n).read_bytes() for n in ("train.txt", "test.txt", "labels.txt")}
+    at = upload_dataset(page(app(), "data"), files)
     assert_clean(at)
     assert not at.error and at.session_state["data"] == "folder" and at.metric[3].value == "120"
 
@@ -384,3 +396,71 @@ def test_compare_page_measures_and_benchmarks():
     at.button(key="run_bench").click().run()
     assert_clean(at)
     assert set(at.dataframe[1].value["provider"]) >= {"nn.Linear", "torch.sparse"}
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input through the pages: the corpus of tests/test_bad_input.py, each case an error box
+
+@pytest.mark.parametrize("name, content, words", [c[1:] for c in DATASET_CASES], ids=[c[0] for c in DATASET_CASES])
+def test_a_bad_dataset_file_is_an_error_box_on_the_data_page(tmp_path, name, content, words):
+    root = dataset_dir(tmp_path, name, content)
+    at = page(app(data="folder", path=str(root)), "data")
+    assert_error_box(at, "could not be loaded", name, words)                        # typed as a folder path
+    at = upload_dataset(at, {p.name: p.read_bytes() for p in root.iterdir()})
+    assert_error_box(at, "were not loaded", name, words)                            # uploaded
+
+
+@pytest.mark.parametrize("layout, words", LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
+def test_a_bad_dataset_folder_is_an_error_box(tmp_path, layout, words):
+    assert_error_box(page(app(data="folder", path=str(bad_layout(tmp_path, layout))), "data"), words)
+
+
+# configs the engine takes but the page's widgets cannot hold (a slider would raise, a select slider
+# silently keep its default): refused on import, nothing set
+UNSETTABLE_CONFIGS = [
+    ("epochs-above-the-slider", {"epochs": 500}, "epochs=500 is outside [1, 200]"),
+    ("fanin-above-the-slider", {"head": "fixed_fanin", "hidden": 512, "fanin": 600}, "fanin=600 is outside [1, 512]"),
+    ("dropout-above-the-slider", {"dropout": 0.95}, "dropout=0.95 is outside [0.0, 0.9]"),
+    ("hidden-no-option", {"hidden": 100}, "hidden=100 is not one of [64, 128, 256, 512]"),
+    ("lr-no-option", {"lr": 0.5}, "lr=0.5 is not one of"),
+    ("seed-above-the-input", {"seed": 10**7}, "seed=10000000 is outside [0, 1000000]"),
+]
+IMPORT_CASES = CONFIG_CASES + UNSETTABLE_CONFIGS + [
+    (f"not-an-object-{type(d).__name__}", d, "a config must be a JSON object") for d in NOT_OBJECTS]
+
+
+@pytest.mark.parametrize("d, words", [c[1:] for c in IMPORT_CASES], ids=[c[0] for c in IMPORT_CASES])
+def test_a_bad_config_import_is_an_error_box(own_runs_dir, d, words):
+    at = import_config(page(app(head="dense"), "train"), json.dumps(d).encode())
+    assert_error_box(at, words)
+    assert at.session_state["head"] == "dense" and at.slider(key="epochs").value == 40     # nothing imported
+
+
+# the cases of the settings the Train page has a widget for, bound to the URL (the others cannot come
+# from the URL: aux_until has no widget, a URL parameter that names no setting is ignored)
+URL_CASES = [c for c in CONFIG_CASES if set(c[1]) <= set(IMPORTED_KEYS)]
+
+
+@pytest.mark.parametrize("d", [c[1] for c in URL_CASES], ids=[c[0] for c in URL_CASES])
+def test_a_bad_setting_in_the_url_never_reaches_a_config(own_runs_dir, d):
+    """Cannot be an error box, by design: the widget bound to the parameter refuses the value (Streamlit
+    drops the parameter and the widget keeps its default), so no TrainConfig is made from it."""
+    (field, value), = d.items()
+    key = IMPORTED_KEYS[field]
+    at = page(app(**{key: value}), "train")
+    assert_clean(at)
+    assert not at.error and key not in at.query_params and at.session_state[key] != value
+
+
+@pytest.mark.parametrize("name, content, words",
+                         [("config.json", c[1].encode(), c[3]) for c in STORED_CONFIG_CASES if c[1] is not None] +
+                         [("model.safetensors", *c[1:]) for c in CHECKPOINT_CASES],
+                         ids=[f"config-{c[0]}" for c in STORED_CONFIG_CASES if c[1] is not None] +
+                             [f"checkpoint-{c[0]}" for c in CHECKPOINT_CASES])
+@pytest.mark.parametrize("view, key", [("label_map", "map_model"), ("connectivity", "conn_model")])
+def test_a_broken_stored_run_is_an_error_box(own_runs_dir, view, key, name, content, words):
+    """A run directory without config.json is no run (the store does not list it): that case cannot reach the app."""
+    run = RunStore(own_runs_dir).create(TrainConfig(head="group_shared", hidden=64, fanin=16, group_size=16))
+    run.checkpoint_path.write_bytes(b"")                                 # listed as a run with a checkpoint
+    (run.path / name).write_bytes(content)
+    assert_error_box(page(app(**{key: run.id}, method="pca"), view), "No model", name, words)

@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run` headless on a free port, Debian's Chromium driven by
 Playwright. Covers what AppTest cannot: the live refresh of st.fragment(run_every=...) while a job
-trains, Stop from the page, and the pages as a user sees them. Saves a screenshot of every page
-to docs/screenshots/ and the measured times to docs/screenshots/timings.json.
+trains, Stop from the page, the pages as a user sees them, and two browser sessions training at
+once without disturbing each other. Saves a screenshot of every page to docs/screenshots/ and the
+measured times to docs/screenshots/timings.json.
 
 Skipped, with the reason, when /usr/bin/chromium or the playwright package is missing.
 """
@@ -15,13 +16,22 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
+import numba
 import pytest
+import torch
+
+from engine.runs import Run
+
+from app.jobs import default_threads, limit_threads, read_status
+from test_reliability import solo_records, strip
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "screenshots"
-QUERY = "data=sample&head=group_shared&hidden=64&fanin=16&group=16&epochs=200&eval_every=4"
+SETTINGS = dict(data="sample", head="group_shared", hidden=64, fanin=16, group=16, epochs=200, eval_every=4)
+QUERY = urlencode(SETTINGS)
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +122,36 @@ def _wait_running(page, timeout=60_000):
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=timeout)
 
 
-def _goto(page, base, path, title):
-    page.goto(f"{base}/{path}?{QUERY}")
+def _goto(page, base, path, title, query=QUERY):
+    page.goto(f"{base}/{path}?{query}")
     page.get_by_role("heading", name=title, exact=False).first.wait_for(timeout=60_000)
     _wait_running(page)
+
+
+def _goto_train_warm(page, base, query=QUERY, limit_s=120):
+    """Open the Train page once the server's one-time warm-up (kernels, UMAP) is over; the seconds waited."""
+    t0 = time.perf_counter()
+    _goto(page, base, "train", "Train", query)
+    while _warming(page) and time.perf_counter() - t0 < limit_s:
+        page.wait_for_timeout(1000)
+        _goto(page, base, "train", "Train", query)
+    return round(time.perf_counter() - t0, 2)
+
+
+def _warming(page):
+    page.get_by_text("Configuration as JSON").first.wait_for(timeout=30_000)    # the last block: the page is drawn
+    return page.get_by_text("Warming up in the background").count() > 0
+
+
+def _start(page):
+    page.get_by_role("button", name=re.compile("Start")).click()
+
+
+def _running_run(page, head):
+    """The id of the run the page shows running with metrics, once it does (run ids end in the head's name)."""
+    shown = page.get_by_text(re.compile(rf"-{head}(-\d+)? · running · .* [1-9]\d* evaluations recorded")).first
+    shown.wait_for(timeout=30_000)
+    return re.search(rf"(\S+-{head}(-\d+)?) · running", shown.inner_text()).group(1)
 
 
 def _chart_points(page):
@@ -162,21 +198,11 @@ def test_the_app_in_a_browser(server, browser):
     _shot(page, "data")
 
     # --- train live ---------------------------------------------------------------------------
-    _goto(page, base, "train", "Train")
-    t_warm = time.perf_counter()          # the server warms up once (kernels, UMAP) after the first visit
-
-    def warming():                        # "No runs yet" renders after the warm-up caption
-        page.get_by_text("No runs yet").first.wait_for(timeout=30_000)
-        return page.get_by_text("Warming up in the background").count() > 0
-
-    while warming() and time.perf_counter() - t_warm < 120:
-        page.wait_for_timeout(1000)
-        _goto(page, base, "train", "Train")
-    timings["waited_for_warm_up_s"] = round(time.perf_counter() - t_warm, 2)
+    timings["waited_for_warm_up_s"] = _goto_train_warm(page, base)
     _no_exception(page, "train (before start)")
     t0 = time.perf_counter()
-    page.get_by_role("button", name=re.compile("Start")).click()
-    page.get_by_text(re.compile(r"[1-9]\d* evaluations recorded")).first.wait_for(timeout=30_000)
+    _start(page)
+    run_id = _running_run(page, SETTINGS["head"])
     timings["start_to_first_metrics_s"] = round(time.perf_counter() - t0, 2)
     page.wait_for_function("""() => {
         const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
@@ -187,7 +213,6 @@ def test_the_app_in_a_browser(server, browser):
     later = _wait_more_points(page, first)                             # the live chart gains points
     timings["chart_points"] = [first, later]
     _shot(page, "train")
-    run_id = next(p.name for p in runs.iterdir() if (p / "config.json").exists())
 
     # a reload finds the running run, and its chart keeps growing
     page.goto(f"{base}/train?{QUERY}&run={run_id}")
@@ -249,3 +274,52 @@ def test_the_app_in_a_browser(server, browser):
     assert timings["job_start_to_first_eval_s"] <= 3.0, timings
     assert timings["start_to_first_metrics_s"] <= 8.0, timings
     assert timings["label_map_page_s"] < 10.0, timings
+
+
+def _alone(config, n):
+    """The first n records of config trained alone by the engine's Trainer, in this process, with the
+    thread count of the server's jobs (numba's parallel sums, hence the last bits, depend on it)."""
+    before = torch.get_num_threads(), numba.get_num_threads()
+    limit_threads(default_threads())
+    try:
+        return strip(solo_records(config, n=n))
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
+
+
+def test_two_sessions_train_at_once_without_interfering(server, browser):
+    """Two browser contexts (two Streamlit sessions) each start a run of their own (another head and
+    seed); both train at once, each page showing its own run live; each run's records are those of
+    its config trained alone by the engine's Trainer."""
+    base, runs = server
+    t0 = time.perf_counter()
+    seeds = {"group_shared": 1, "fixed_fanin": 2}                      # one session per head
+    contexts = {head: browser.new_context(viewport={"width": 1400, "height": 1200}) for head in seeds}
+    try:
+        pages = {head: ctx.new_page() for head, ctx in contexts.items()}
+        for head, page in pages.items():
+            page.set_default_timeout(60_000)
+            _goto_train_warm(page, base, urlencode({**SETTINGS, "head": head, "seed": seeds[head]}))
+        for page in pages.values():
+            _start(page)
+        ids = {head: _running_run(page, head) for head, page in pages.items()}
+        for head, page in pages.items():                               # both live at once, each its own run
+            _wait_more_points(page, _chart_points(page))
+            page.get_by_text(f"{ids[head]} · running").first.wait_for(timeout=10_000)
+            assert [read_status(runs / i)["state"] for i in ids.values()] == ["running", "running"]
+        for page in pages.values():
+            page.get_by_role("button", name=re.compile("Stop")).click()
+        for head, page in pages.items():
+            page.get_by_text(f"{ids[head]} · stopped").first.wait_for(timeout=30_000)
+            _no_exception(page, f"train ({head} session)")
+    finally:
+        for ctx in contexts.values():
+            ctx.close()
+    print(f"two sessions: trained at once and stopped in {time.perf_counter() - t0:.1f} s, records",
+          {i: len(Run(runs / i).records()) for i in ids.values()})
+    for head, run_id in ids.items():
+        run = Run(runs / run_id)
+        assert (run.config.head, run.config.seed) == (head, seeds[head])
+        records = strip(run.records())
+        assert len(records) > 2 and records == _alone(run.config, len(records))

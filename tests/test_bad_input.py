@@ -4,7 +4,7 @@ Each case asserts the engine's own exception type (an XMCError subclass) and a m
 names the problem; through the CLI, one line on stderr starting `error:` and exit code 2.
 The reader's line-level cases (every way a point line can be malformed) are in test_data.py;
 here files go through the whole path a user takes: a dataset directory, `load_dataset`, and
-`python -m engine train --data DIR`.
+`python -m engine train --data DIR`. tests/test_app.py feeds the same cases to the app's pages.
 """
 
 import json
@@ -81,13 +81,17 @@ def test_bad_dataset_file(tmp_path, capsys, name, content, words):
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("layout, words", [
+# (id, words the message must contain): dataset directories laid out wrong
+LAYOUT_CASES = [
     ("missing-dir", "no such dataset directory"),
     ("missing-test", "test.txt: missing file"),
     ("train-is-a-directory", "train.txt: missing file"),
     ("a-file-not-a-dir", "no such dataset directory"),
-], ids=lambda x: x if "-" in x else None)
-def test_bad_dataset_layout(tmp_path, layout, words):
+]
+
+
+def bad_layout(tmp_path, layout):
+    """The dataset path of a LAYOUT_CASES layout."""
     root = tmp_path / "data"
     if layout == "missing-test":
         root.mkdir()
@@ -98,8 +102,13 @@ def test_bad_dataset_layout(tmp_path, layout, words):
         (root / "test.txt").write_bytes(OK_TEST)
     elif layout == "a-file-not-a-dir":
         root.write_bytes(OK_TRAIN)
+    return root
+
+
+@pytest.mark.parametrize("layout, words", LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
+def test_bad_dataset_layout(tmp_path, layout, words):
     with pytest.raises(DatasetFormatError, match=words):
-        load_dataset(root)
+        load_dataset(bad_layout(tmp_path, layout))
 
 
 # ----------------------------------------------------------------------------
@@ -135,8 +144,11 @@ def test_bad_config(d, words):
     assert words in str(e.value)
 
 
+NOT_OBJECTS = [[1, 2], "epochs=3", None]       # configs that are JSON but no object
+
+
 def test_config_that_is_not_an_object():
-    for d in ([1, 2], "epochs=3", None):
+    for d in NOT_OBJECTS:
         with pytest.raises(ConfigError, match="a config must be a JSON object"):
             TrainConfig.from_dict(d)
 
@@ -149,12 +161,17 @@ def test_numbers_of_the_right_kind_are_accepted():
     json.dumps(c.to_dict())
 
 
-@pytest.mark.parametrize("text, error, words", [
-    ("{not json", ConfigError, "config.json: not valid JSON"),
-    ('{"epochs": "ten"}', ConfigError, "config.json: epochs must be an int"),
-    ('{"bogus": 1}', ConfigError, "unknown config keys: bogus"),
-    (None, RunNotFoundError, "not a run (no config.json)"),
-], ids=["bad-json", "bad-type", "unknown-key", "missing"])
+# (id, the text of a stored run's config.json or None for no such file, the exception, its words)
+STORED_CONFIG_CASES = [
+    ("bad-json", "{not json", ConfigError, "config.json: not valid JSON"),
+    ("bad-type", '{"epochs": "ten"}', ConfigError, "config.json: epochs must be an int"),
+    ("unknown-key", '{"bogus": 1}', ConfigError, "unknown config keys: bogus"),
+    ("missing", None, RunNotFoundError, "not a run (no config.json)"),
+]
+
+
+@pytest.mark.parametrize("text, error, words", [c[1:] for c in STORED_CONFIG_CASES],
+                         ids=[c[0] for c in STORED_CONFIG_CASES])
 def test_bad_stored_run_config(tmp_path, text, error, words):
     run = RunStore(tmp_path).create(TrainConfig())
     if text is None:
@@ -165,11 +182,15 @@ def test_bad_stored_run_config(tmp_path, text, error, words):
         Run(run.path).config
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"", "truncated: 0 bytes"),
-    (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}", "not a valid safetensors checkpoint"),
-    (b"\xff" * 64, "not a valid safetensors checkpoint"),
-], ids=["empty", "bad-header", "garbage"])
+# (id, the bytes of a stored run's model.safetensors, words)
+CHECKPOINT_CASES = [
+    ("empty", b"", "truncated: 0 bytes"),
+    ("bad-header", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}", "not a valid safetensors checkpoint"),
+    ("garbage", b"\xff" * 64, "not a valid safetensors checkpoint"),
+]
+
+
+@pytest.mark.parametrize("content, words", [c[1:] for c in CHECKPOINT_CASES], ids=[c[0] for c in CHECKPOINT_CASES])
 def test_bad_checkpoint_file(tmp_path, content, words):
     run = RunStore(tmp_path).create(TrainConfig())
     run.checkpoint_path.write_bytes(content)

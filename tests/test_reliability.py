@@ -374,10 +374,10 @@ def test_the_app_server_defaults_are_safe():
 # ----------------------------------------------------------------------------
 # concurrent jobs and soak (the app's training backend, app/jobs.py)
 
-def _solo(cfg, ds):
-    """What a job records when it runs alone: a first evaluation at step 0, then the run."""
+def solo_records(cfg, ds=None, n=None):
+    """What a job records when it runs alone: a first evaluation at step 0, then the run (its first n records)."""
     trainer = Trainer(cfg, ds)
-    return [trainer.eval_record()] + list(trainer.run())
+    return list(itertools.islice(itertools.chain([trainer.eval_record()], trainer.run()), n))
 
 
 def _wait(predicate, timeout=60):
@@ -407,7 +407,7 @@ def test_two_training_jobs_at_once_do_not_interfere_and_a_third_is_refused(tiny,
         job.thread.join(120)
         assert job.state == "done" and job.error is None
     for job, cfg in zip(jobs, configs):
-        assert strip(job.run.records()) == strip(_solo(cfg, tiny))
+        assert strip(job.run.records()) == strip(solo_records(cfg, tiny))
         assert job.run.checkpoint_step() == Trainer(cfg, tiny).total_steps
     job = registry.start(config(), tiny)              # a slot is free again
     job.thread.join(120)

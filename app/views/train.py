@@ -51,13 +51,27 @@ def import_config():
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, XMCError) as e:
         ss.train_error = f"That is not a run configuration: {e}"
         return
-    ss.update(head=cfg.head, hidden=cfg.hidden, fanin=cfg.fanin, group=cfg.group_size, seed=cfg.seed,
-              epochs=cfg.epochs, batch=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every,
-              dropout=cfg.dropout, normalize=cfg.normalize)
+    unshown = outside_the_widgets(cfg)
+    if unshown:
+        ss.train_error = f"This page cannot set that configuration: {'; '.join(unshown)}"
+        return
+    ss.update({key: getattr(cfg, field) for field, key in common.IMPORTED_KEYS.items()})
     if cfg.data == "sample":
         ss["data"] = "sample"
     else:
         ss.update(data="folder", path=cfg.data)
+
+
+def outside_the_widgets(cfg):
+    """The imported settings that their widgets cannot hold, one phrase each."""
+    out = []
+    for field, key in common.IMPORTED_KEYS.items():
+        value, allowed = getattr(cfg, field), common.RANGES.get(key)
+        if isinstance(allowed, list) and value not in allowed:
+            out.append(f"{field}={value!r} is not one of {allowed}")
+        elif isinstance(allowed, tuple) and not allowed[0] <= value <= allowed[1]:
+            out.append(f"{field}={value!r} is outside [{allowed[0]}, {allowed[1]}]")
+    return out
 
 
 def page_settings():
@@ -112,16 +126,18 @@ with st.container(border=True):
     c = st.columns([2, 1, 1, 1, 1])
     c[0].selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
                    help="sets the head and its settings in the sidebar, and the epochs")
-    c[1].slider("Epochs", 1, 200, 40, key="epochs", bind="query-params", persist_state="session")
-    c[2].select_slider("Learning rate", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], 3e-3, key="lr", bind="query-params",
+    c[1].slider("Epochs", *common.RANGES["epochs"], 40, key="epochs", bind="query-params", persist_state="session")
+    c[2].select_slider("Learning rate", common.RANGES["lr"], 3e-3, key="lr", bind="query-params",
                        persist_state="session", format_func=lambda v: f"{v:g}")
-    c[3].select_slider("Batch size", [32, 64, 128, 256, 512, 1024], 256, key="batch", bind="query-params",
+    c[3].select_slider("Batch size", common.RANGES["batch"], 256, key="batch", bind="query-params",
                        persist_state="session")
-    c[4].number_input("Evaluate every (steps)", 0, 10000, 4, key="eval_every", bind="query-params",
-                      persist_state="session", help="0 = once per epoch; small = early, frequent points")
+    c[4].number_input("Evaluate every (steps)", *common.RANGES["eval_every"], 4, key="eval_every",
+                      bind="query-params", persist_state="session",
+                      help="0 = once per epoch; small = early, frequent points")
     if not common.classroom():
         a = st.columns([1, 1, 1, 1, 1])
-        a[0].slider("Dropout", 0.0, 0.9, 0.3, 0.05, key="dropout", bind="query-params", persist_state="session")
+        a[0].slider("Dropout", *common.RANGES["dropout"], 0.3, 0.05, key="dropout", bind="query-params",
+                    persist_state="session")
         a[1].toggle("l2-normalise rows", key="normalize", bind="query-params", persist_state="session")
         if HAS_DST:
             a[2].selectbox("Dynamic sparse training", ["none", "random", "gradient"], key="dst", bind="query-params",
