@@ -44,14 +44,18 @@ GEN_KEYS = {"labels": "n_labels", "features": "n_features", "points": "n_points"
             "alpha": "alpha", "gseed": "seed"}
 # the settings a config.json import sets: config field -> widget key (and URL parameter)
 IMPORTED_KEYS = {"head": "head", "hidden": "hidden", "fanin": "fanin", "group_size": "group", "groups": "groups",
-                 "index_init": "init", "seed": "seed", "epochs": "epochs", "batch_size": "batch", "lr": "lr",
-                 "eval_every": "eval_every", "dropout": "dropout", "normalize": "normalize"}
+                 "index_init": "init", "head_size": "head_size", "mach_buckets": "buckets", "mach_reps": "reps",
+                 "seed": "seed", "epochs": "epochs", "batch_size": "batch", "lr": "lr", "eval_every": "eval_every",
+                 "dropout": "dropout", "normalize": "normalize", "dst": "dst", "dst_every": "dst_every",
+                 "dst_zeta": "dst_zeta"}
 # what the settings widgets can hold, by key: the (low, high) of a slider or number input, the options of a
 # select slider; shared by the widgets and the check of an imported config (a widget given a value outside
 # raises, or silently falls back to its default)
 RANGES = {"hidden": [64, 128, 256, 512], "fanin": (1, 512), "group": (1, 256), "seed": (0, 10**6),
           "epochs": (1, 200), "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "batch": [32, 64, 128, 256, 512, 1024],
-          "eval_every": (0, 10000), "dropout": (0.0, 0.9)}
+          "eval_every": (0, 10000), "dropout": (0.0, 0.9), "head_size": (1, 2000),
+          "buckets": [16, 32, 64, 128, 256, 512, 1024], "reps": (1, 16), "dst_every": (1, 10000),
+          "dst_zeta": (0.05, 0.9)}
 
 
 def runs_root():
@@ -255,10 +259,10 @@ def sidebar():
         s.radio("Index init", ["random", "centroid"], key="init", bind="query-params", horizontal=True,
                 help="a group's first k inputs: at random, or the k largest entries of its centroid in h-space")
     if head == "dense_sparse" and "head_size" in TRAIN_FIELDS:
-        s.slider("Dense part: most frequent labels", 1, 2000, 100, key="head_size", bind="query-params")
+        s.slider("Dense part: most frequent labels", *RANGES["head_size"], 100, key="head_size", bind="query-params")
     if head == "mach" and "mach_buckets" in TRAIN_FIELDS:
-        s.select_slider("MACH buckets B", [16, 32, 64, 128, 256, 512, 1024], 256, key="buckets", bind="query-params")
-        s.slider("MACH repetitions R", 1, 16, 4, key="reps", bind="query-params")
+        s.select_slider("MACH buckets B", RANGES["buckets"], 256, key="buckets", bind="query-params")
+        s.slider("MACH repetitions R", *RANGES["reps"], 4, key="reps", bind="query-params")
     s.number_input("Seed", *RANGES["seed"], 0, key="seed", bind="query-params")
 
 

@@ -63,8 +63,12 @@ def import_config():
 
 
 def outside_the_widgets(cfg):
-    """The imported settings that their widgets cannot hold, one phrase each."""
-    out = []
+    """The imported settings that their widgets cannot hold, and those set away from their default
+    that no control of the page holds, one phrase each (an import sets all of a config or nothing)."""
+    defaults = TrainConfig()
+    out = [f"{f}={getattr(cfg, f)!r} has no control on this page (train it with `python -m engine train`)"
+           for f in sorted(common.TRAIN_FIELDS - set(common.IMPORTED_KEYS) - {"data"})
+           if getattr(cfg, f) != getattr(defaults, f)]
     for field, key in common.IMPORTED_KEYS.items():
         value, allowed = getattr(cfg, field), common.RANGES.get(key)
         if isinstance(allowed, list) and value not in allowed:
@@ -143,16 +147,16 @@ with st.container(border=True):
             a[2].selectbox("Dynamic sparse training", ["none", "random", "gradient"], key="dst", bind="query-params",
                            persist_state="session", help="every ΔT steps each group swaps its weakest inputs "
                            "for new ones: random (SET) or largest gradient (RigL-style)")
-            a[3].number_input("DST every ΔT steps", 1, 10000, 20, key="dst_every", bind="query-params",
-                              persist_state="session")
-            a[4].slider("DST drop fraction ζ", 0.05, 0.9, 0.3, 0.05, key="dst_zeta", bind="query-params",
+            a[3].number_input("DST every ΔT steps", *common.RANGES["dst_every"], 20, key="dst_every",
+                              bind="query-params", persist_state="session")
+            a[4].slider("DST drop fraction ζ", *common.RANGES["dst_zeta"], 0.3, 0.05, key="dst_zeta", bind="query-params",
                         persist_state="session", help="decays with a cosine to 0 at 3/4 of training")
 
 try:
     config = common.train_config(ref, **page_settings())
     mem = analysis.memory_estimate(config, ds.n_features, ds.n_labels)
-    dense_mem = analysis.memory_estimate(common.train_config(ref, **page_settings(), head="dense"),
-                                         ds.n_features, ds.n_labels)
+    dense = common.train_config(ref, **{**page_settings(), "head": "dense", "dst": "none"})   # the baseline
+    dense_mem = analysis.memory_estimate(dense, ds.n_features, ds.n_labels)
 except ConfigError as e:
     st.error(f"These settings do not make a model: {e}")
     st.stop()
