@@ -44,7 +44,9 @@ def own_runs_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A small dataset on disk: 300 points, 120 labels."""
+    """A small dataset on disk: 300 points, 120 labels; the kernels compiled, as the server's warm-up
+    does, so that the job tests time the jobs, not numba's one-time compilation (20-30 s cold here)."""
+    analysis.warm_up_training()
     ds = generate(n_points=300, n_features=80, n_labels=120, n_clusters=6, seed=1, name="tiny")
     path = tmp_path_factory.mktemp("tiny")
     save_dataset(ds, path)
