@@ -39,12 +39,13 @@ HEAD_NAMES = {"dense": "dense (nn.Linear)", "fixed_fanin": "fixed fan-in", "grou
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 # sidebar keys (URL parameter names) of the optional TrainConfig fields, used when the engine has them
 OPTIONAL_KEYS = {"groups": "groups", "init": "index_init", "head_size": "head_size", "buckets": "mach_buckets",
-                 "reps": "mach_reps"}
+                 "reps": "mach_reps", "members": "mach_members"}
 GEN_KEYS = {"labels": "n_labels", "features": "n_features", "points": "n_points", "clusters": "n_clusters",
             "alpha": "alpha", "gseed": "seed"}
 # the settings a config.json import sets: config field -> widget key (and URL parameter)
 IMPORTED_KEYS = {"head": "head", "hidden": "hidden", "fanin": "fanin", "group_size": "group", "groups": "groups",
                  "index_init": "init", "head_size": "head_size", "mach_buckets": "buckets", "mach_reps": "reps",
+                 "mach_members": "members",
                  "seed": "seed", "epochs": "epochs", "batch_size": "batch", "lr": "lr", "eval_every": "eval_every",
                  "dropout": "dropout", "normalize": "normalize", "dst": "dst", "dst_every": "dst_every",
                  "dst_zeta": "dst_zeta"}
@@ -54,7 +55,7 @@ IMPORTED_KEYS = {"head": "head", "hidden": "hidden", "fanin": "fanin", "group_si
 RANGES = {"hidden": [64, 128, 256, 512], "fanin": (1, 512), "group": (1, 256), "seed": (0, 10**6),
           "epochs": (1, 200), "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "batch": [32, 64, 128, 256, 512, 1024],
           "eval_every": (0, 10000), "dropout": (0.0, 0.9), "head_size": (1, 2000),
-          "buckets": [16, 32, 64, 128, 256, 512, 1024], "reps": (1, 16), "dst_every": (1, 10000),
+          "buckets": [16, 32, 64, 128, 256, 512, 1024], "reps": (1, 16), "members": (1, 16), "dst_every": (1, 10000),
           "dst_zeta": (0.05, 0.9)}
 
 
@@ -263,6 +264,10 @@ def sidebar():
     if head == "mach" and "mach_buckets" in TRAIN_FIELDS:
         s.select_slider("MACH buckets B", RANGES["buckets"], 256, key="buckets", bind="query-params")
         s.slider("MACH repetitions R", *RANGES["reps"], 4, key="reps", bind="query-params")
+        if "mach_members" in TRAIN_FIELDS and not classroom:
+            s.slider("MACH members E", *RANGES["members"], 1, key="members", bind="query-params",
+                     help="independent models the R repetitions form, each with its own encoder (E must "
+                          "divide R); 1 = one encoder shared by all repetitions")
     s.number_input("Seed", *RANGES["seed"], 0, key="seed", bind="query-params")
 
 

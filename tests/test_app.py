@@ -298,7 +298,7 @@ def test_a_config_imports_as_json():
 def test_an_import_sets_every_setting_with_a_control():
     # what the page has controls for comes in whole: DST, the dense part, MACH (nothing dropped)
     cfgs = [TrainConfig(head="dense_sparse", head_size=40, dst="random", dst_every=30, dst_zeta=0.5),
-            TrainConfig(head="mach", mach_buckets=64, mach_reps=6)]
+            TrainConfig(head="mach", mach_buckets=64, mach_reps=6, mach_members=3)]
     for cfg in cfgs:
         at = import_config(page(app(), "train"), json.dumps(cfg.to_dict()).encode())
         assert_clean(at)
@@ -440,7 +440,9 @@ UNSETTABLE_CONFIGS = [
     ("seed-above-the-input", {"seed": 10**7}, "seed=10000000 is outside [0, 1000000]"),
     ("reps-above-the-slider", {"head": "mach", "mach_reps": 32}, "mach_reps=32 is outside [1, 16]"),
     ("intermediate-no-control", {"intermediate": 512}, "intermediate=512 has no control on this page"),
-    ("members-no-control", {"head": "mach", "mach_members": 2}, "mach_members=2 has no control on this page"),
+    ("members-above-the-slider", {"head": "mach", "mach_reps": 16, "mach_members": 32},
+     "mach_members=32 is outside [1, 16]"),
+    ("aux-no-control", {"aux": 0.5}, "aux=0.5 has no control on this page"),
 ]
 IMPORT_CASES = CONFIG_CASES + UNSETTABLE_CONFIGS + [
     (f"not-an-object-{type(d).__name__}", d, "a config must be a JSON object") for d in NOT_OBJECTS]
