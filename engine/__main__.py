@@ -99,7 +99,7 @@ def cmd_train(args):
         print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
               f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters"
               f"{' on this rank' if args.distributed else ''}, {mem['total'] / 2**20:.1f} MB with gradients, "
-              f"Adam state and logits in one process", flush=True)
+              f"Adam state and logits{' (the whole head)' if args.distributed else ''}", flush=True)
     t0, first, last_eval = time.perf_counter(), trainer.step, None
     with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True, disable=not lead) as bar:
         for record in trainer.run():
