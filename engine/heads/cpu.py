@@ -595,6 +595,20 @@ def _bce_rows(Zg, nrows, mask, s0, cptr, crows, scale, one, db, need_b):
     return total
 
 
+@njit(fastmath=_FM, cache=True)
+def _group_logits(Zg, tile, ar, init, XT, idx_g, W_g, bias, first, mv, has_bias, zero):
+    """Zg[j] = Σ_t W_g[j, t] · XT[idx_g[t]] + bias[first + j] for j < mv: one group's logits (m, B).
+    With m > 1 the group's k input rows are gathered into `tile` once, for its m labels."""
+    k = idx_g.shape[0]
+    for j in range(mv):
+        init[j] = bias[first + j] if has_bias else zero
+    if W_g.shape[0] > 1:
+        _gather_rows(tile, XT, idx_g, k)
+        _gemm_rows(Zg, ar, W_g, mv, k, tile, ar, init, False, False)
+    else:
+        _gemm_rows(Zg, ar, W_g, mv, k, XT, idx_g, init, False, False)
+
+
 @njit(parallel=True, fastmath=_FM, cache=True)
 def _fused_bce_kernel(XT, idx, W, bias, n_labels, mask, cptr, crows, scale, need_grad,
                       dXpart, dW, db, losses, zero, one):
@@ -620,13 +634,7 @@ def _fused_bce_kernel(XT, idx, W, bias, n_labels, mask, cptr, crows, scale, need
                 if need_grad:
                     dW[g] = zero
                 continue
-            for j in range(mv):
-                init[j] = bias[g * m + j] if has_bias else zero
-            if m > 1:
-                _gather_rows(tile, XT, idx[g], k)
-                _gemm_rows(Zg, ar, W[g], mv, k, tile, ar, init, False, False)
-            else:
-                _gemm_rows(Zg, ar, W[g], mv, k, XT, idx[g], init, False, False)
+            _group_logits(Zg, tile, ar, init, XT, idx[g], W[g], bias, g * m, mv, has_bias, zero)
             total += _bce_rows(Zg, mv, mask, g * m, cptr, crows, scale, one, db, need_grad and has_bias)
             if need_grad:
                 if m > 1:
@@ -727,13 +735,7 @@ def _topk_kernel(XT, idx, W, bias, n_labels, mask, hv, hs, zero, ninf):
             mv = min(m, L - g * m)
             if mv <= 0:
                 continue
-            for j in range(mv):
-                init[j] = bias[g * m + j] if has_bias else zero
-            if m > 1:
-                _gather_rows(tile, XT, idx[g], k)
-                _gemm_rows(Zg, ar, W[g], mv, k, tile, ar, init, False, False)
-            else:
-                _gemm_rows(Zg, ar, W[g], mv, k, XT, idx[g], init, False, False)
+            _group_logits(Zg, tile, ar, init, XT, idx[g], W[g], bias, g * m, mv, has_bias, zero)
             for j in range(mv):
                 s = g * m + j
                 if not mask[s]:
