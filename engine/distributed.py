@@ -35,13 +35,12 @@ since the trainer keeps its tensors on the CPU.
 
 import os
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from .errors import ConfigError, XMCError
 from .heads import DenseHead, GroupSharedHead, MachHead
-from .heads.mach import decoded_topk, universal_hashes
+from .heads.mach import decoded_topk
 from .model import SparseInput
 from .train import Trainer
 
@@ -212,11 +211,8 @@ class DistributedTrainer(Trainer):
             raise DistributedError("DistributedTrainer needs a process group: call init_process_group() first")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         super().__init__(config, dataset)
-        self.mach_buckets = None
-        if self.model.mach is not None:                    # every repetition's hashes, for decoding
-            c = self.model.mach
-            self.mach_buckets = torch.from_numpy(
-                universal_hashes(c.n_labels, c.n_buckets, self.model.config.mach_reps, c.seed)[0])
+        mach = self.model.mach                               # every repetition's hashes, for decoding
+        self.mach_buckets = None if mach is None else gather_rows(mach.bucket_of)
 
     def place_model(self, model):
         return shard_model(model, self.rank, self.world)
@@ -234,18 +230,10 @@ class DistributedTrainer(Trainer):
         value = parts["head_loss"] + self.aux_weight() * parts.get("aux_loss", 0.0)
         return loss, {"loss": value, **parts}
 
-    @torch.no_grad()
-    def predict(self, X, k, batch_size=1024):
-        """Top-k label ids (N, k) of the whole model: every rank's candidates, merged."""
-        self.model.eval()
-        k = min(k, self.dataset.n_labels)
-        out = [self.merged_topk(self.model.encode(SparseInput(X[s:s + batch_size])), k).numpy()
-               for s in range(0, X.shape[0], batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
-
-    def merged_topk(self, h, k):
-        """(B, k) label ids: MACH decodes the gathered bucket probabilities; the other heads merge
-        the ranks' own top-k lists (scores, labels), padded to k with (-inf, -1)."""
+    def batch_topk(self, x, k):
+        """(B, k) label ids of the whole model: MACH decodes the gathered bucket probabilities; the
+        other heads merge the ranks' own top-k lists (scores, labels), padded to k with (-inf, -1)."""
+        h = self.model.encode(x)
         if self.model.mach is not None:
             probs = torch.sigmoid(self.model.mach(h))                             # (B, R_r, buckets)
             probs = gather_rows(probs.transpose(0, 1).contiguous()).transpose(0, 1)   # (B, R, buckets)

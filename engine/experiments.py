@@ -35,10 +35,15 @@ CONFIGS = {
 }
 
 
+def mach_buckets_for(n_labels):
+    """B = L/16 buckets (at least 2), so that R = 4 repetitions give R·B = L/4."""
+    return max(2, n_labels // 16)
+
+
 def config_for(name, data, epochs, seed, n_labels):
     kw = dict(CONFIGS[name])
     if kw.get("head") == "mach" and not kw["mach_buckets"]:
-        kw["mach_buckets"] = max(2, n_labels // 16)
+        kw["mach_buckets"] = mach_buckets_for(n_labels)
     return TrainConfig(data=data, epochs=epochs, seed=seed, **kw)
 
 

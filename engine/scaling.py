@@ -5,12 +5,11 @@
 For each head and process count N, `torchrun --standalone --nproc_per_node=N -m engine train ...
 --distributed` trains one epoch of one synthetic dataset (engine.data.generate, written once). The
 step time is the median over the run's step records after `warmup` steps; the memory comes from the
-run's ranks.json: each rank's resident set at the end and at its peak (measured) and its share of the head's parameters,
-gradients and two Adam moments (analytic, 16 bytes per float32 parameter). The final P@1 is there
-as a check: it is the same for every N (the runs are the same computation).
+run's ranks.json: each rank's resident set at the end and at its peak (measured), and its share of
+the head's parameters, gradients and two Adam moments (analytic, 16 bytes per float32 parameter).
+The final P@1 is there as a check: it is the same for every N (the runs are the same computation).
 """
 
-import json
 import os
 import statistics
 import subprocess
@@ -22,6 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import ConfigError, XMCError
+from .experiments import mach_buckets_for
+from .runs import Run
 
 HEADS = {
     "group_shared": dict(head="group_shared", fanin=32, group_size=32),
@@ -44,7 +45,7 @@ def scaling_dataset(n_labels, out, seed=0):
 def train_flags(head, n_labels, batch_size, seed):
     settings = dict(HEADS[head], epochs=1, batch_size=batch_size, seed=seed)
     if settings.get("mach_buckets") == 0:
-        settings["mach_buckets"] = max(2, n_labels // 16)
+        settings["mach_buckets"] = mach_buckets_for(n_labels)
     return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
 
 
@@ -61,10 +62,10 @@ def run_one(data, head, procs, runs_dir, n_labels, batch_size=256, warmup=3, see
     if out.returncode != 0:
         tail = " | ".join(out.stderr.strip().splitlines()[-3:])
         raise XMCError(f"{head} on {procs} processes failed (exit {out.returncode}): {tail}")
-    (run,) = set(runs_dir.iterdir()) - before
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (path,) = set(runs_dir.iterdir()) - before
+    run = Run(path)
+    records, ranks = run.records(), run.ranks()
     steps = [r["step_time"] for r in records if r["kind"] == "step"][warmup:]
-    ranks = json.loads((run / "ranks.json").read_text())
     step_s = statistics.median(steps)
     return {"head": head, "procs": procs, "step_ms": 1e3 * step_s, "steps_per_s": 1 / step_s,
             "head_state_mb_per_rank": max(r["head_params"] for r in ranks) * BYTES_PER_PARAM / 2**20,

@@ -423,9 +423,13 @@ class Trainer:
         """Top-k label ids (N, k), best first, for feature rows X (already normalised)."""
         self.model.eval()
         k = min(k, self.dataset.n_labels)
-        out = [self.model.topk(SparseInput(X[s:s + batch_size]), k).numpy()
+        out = [self.batch_topk(SparseInput(X[s:s + batch_size]), k).numpy()
                for s in range(0, X.shape[0], batch_size)]
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+    def batch_topk(self, x, k):
+        """(B, k) label ids of a batch of feature rows (a distributed run merges its ranks')."""
+        return self.model.topk(x, k)
 
     def evaluate(self):
         """P@k, nDCG@k, PSP@k and coverage@k on the test split, for k = 1, 3, ..., eval_k."""

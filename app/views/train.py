@@ -149,8 +149,8 @@ with st.container(border=True):
                            "for new ones: random (SET) or largest gradient (RigL-style)")
             a[3].number_input("DST every ΔT steps", *common.RANGES["dst_every"], 20, key="dst_every",
                               bind="query-params", persist_state="session")
-            a[4].slider("DST drop fraction ζ", *common.RANGES["dst_zeta"], 0.3, 0.05, key="dst_zeta", bind="query-params",
-                        persist_state="session", help="decays with a cosine to 0 at 3/4 of training")
+            a[4].slider("DST drop fraction ζ", *common.RANGES["dst_zeta"], 0.3, 0.05, key="dst_zeta",
+                        bind="query-params", persist_state="session", help="decays with a cosine to 0 at 3/4 of training")
 
 try:
     config = common.train_config(ref, **page_settings())

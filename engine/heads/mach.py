@@ -9,12 +9,12 @@ Labels are mapped to buckets by R independent 2-universal hashes (p = 2^31 - 1, 
 One Linear(d, R·B) gives every repetition its bucket logits, so memory is O(d·R·B), not O(d·L):
 
     Z[n, r, :] = h[n] · V_rᵀ + c_r                          Z: (N, R, B)
-
-With `members` = E > 1 the R repetitions form E independent models (the MACH paper's setting): h is
-E blocks of d units side by side, one per member's own encoder, and rep r reads block r // (R/E).
     T[n, r, j] = 1  iff  some true label l of point n has h_r(l) = j     (multi-label targets)
     loss       = (1/N) Σ_n Σ_r Σ_j BCE(Z[n, r, j], T[n, r, j])
     score[n, l] = (1/R) Σ_r σ(Z[n, r, h_r(l)])              decoding: (N, L)
+
+With `members` = E > 1 the R repetitions form E independent models (the MACH paper's setting): h is
+E blocks of d units side by side, one per member's own encoder, and rep r reads block r // (R/E).
 
 Top-k is exact over the decoded scores, computed in label chunks so that no (N, L) matrix is held
 when L is large.
