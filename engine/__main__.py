@@ -113,7 +113,11 @@ def cmd_train(args):
                 last_eval = record
                 trainer.save_checkpoint(run)
     elapsed = time.perf_counter() - t0
-    ranks = trainer.rank_report() if args.distributed else None
+    ranks = None
+    if args.distributed:
+        from .distributed import leave_process_group
+        ranks = trainer.rank_report()
+        leave_process_group()
     if not lead:
         return
     epochs = max(1e-9, (trainer.step - first) / trainer.steps_per_epoch)

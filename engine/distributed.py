@@ -66,6 +66,14 @@ def init_process_group():
     return dist.get_rank(), dist.get_world_size()
 
 
+def leave_process_group():
+    """Wait for every rank, then tear the process group down: a rank that exits while gloo's
+    threads still run aborts ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def bounds(n, rank, world):
     """The block [lo, hi) of n items that rank `rank` of `world` owns."""
     return n * rank // world, n * (rank + 1) // world
