@@ -199,22 +199,36 @@ def connectivity_matrix(idx, n_inputs, max_groups=MAX_HEATMAP_GROUPS, seed=0):
     return rows, M, G > max_groups
 
 
+def feature_name(feature_names, f):
+    return feature_names[f] if feature_names is not None else f"feature {f}"
+
+
+def input_names(model, feature_names=None):
+    """Names of the head's inputs: hidden units h0, h1, ..., or the input features themselves when
+    the model has no encoder (hidden = 0)."""
+    d = model.config.head_in
+    if model.embed is None:
+        return [feature_name(feature_names, f) for f in range(d)]
+    return [f"h{i}" for i in range(d)]
+
+
 def group_inputs_table(model, g, feature_names=None, top_features=5):
-    """Rows describing the inputs group g reads: hidden unit, how many groups share it, mean |w|
-    of the group's labels on it, and the input features that drive the unit most (the first layer's
-    weights, with feature names)."""
+    """Rows describing the inputs group g reads: the input (hidden unit, or feature with no encoder),
+    how many groups share it, mean |w| of the group's labels on it, and for a hidden unit the input
+    features that drive it most (the first layer's weights, with feature names)."""
     head = sparse_head(model)
     idx = head.idx.detach().cpu().numpy()
     counts = reuse_counts(idx, head.in_features)
     W = head.weight.detach()[g].abs().mean(0).numpy()                        # (k,)
-    E = model.embed.weight.detach().numpy() if model.config.intermediate == 0 else None   # (D, hidden)
+    first_layer = model.embed is not None and model.config.intermediate == 0
+    E = model.embed.weight.detach().numpy() if first_layer else None         # (D, hidden)
+    inputs = input_names(model, feature_names)
     rows = []
     for t, unit in enumerate(idx[g].tolist()):
-        row = {"input": f"h{unit}", "read by groups": int(counts[unit]), "mean |w|": float(W[t])}
+        row = {"input": inputs[unit], "read by groups": int(counts[unit]), "mean |w|": float(W[t])}
         if E is not None:
             top = np.argsort(-E[:, unit])[:top_features]
-            names = [feature_names[f] if feature_names is not None else f"feature {f}" for f in top.tolist()]
-            row["strongest features (first layer)"] = ", ".join(names)
+            row["strongest features (first layer)"] = ", ".join(feature_name(feature_names, f) for f in top.tolist())
         rows.append(row)
     rows.sort(key=lambda r: -r["mean |w|"])
     return rows

@@ -52,7 +52,7 @@ IMPORTED_KEYS = {"head": "head", "hidden": "hidden", "fanin": "fanin", "group_si
 # what the settings widgets can hold, by key: the (low, high) of a slider or number input, the options of a
 # select slider; shared by the widgets and the check of an imported config (a widget given a value outside
 # raises, or silently falls back to its default)
-RANGES = {"hidden": [64, 128, 256, 512], "fanin": (1, 512), "group": (1, 256), "seed": (0, 10**6),
+RANGES = {"hidden": [0, 64, 128, 256, 512], "fanin": (1, 512), "group": (1, 256), "seed": (0, 10**6),
           "epochs": (1, 200), "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "batch": [32, 64, 128, 256, 512, 1024],
           "eval_every": (0, 10000), "dropout": (0.0, 0.9), "head_size": (1, 2000),
           "buckets": [16, 32, 64, 128, 256, 512, 1024], "reps": (1, 16), "members": (1, 16), "dst_every": (1, 10000),
@@ -247,7 +247,8 @@ def sidebar():
                 help="; ".join(f"{h}: {n}" for h, n in HEAD_NAMES.items() if h in HEADS))
     classroom = st.session_state.get("classroom", False)
     s.select_slider("Hidden width d", RANGES["hidden"], 256, key="hidden", bind="query-params",
-                    help="width of the layer the head reads")
+                    format_func=lambda v: str(v or "none"), help="width of the layer the head reads; none: no "
+                    "encoder, the head reads the input features (a linear model)")
     s.slider("Fan-in k", *RANGES["fanin"], 32, key="fanin", bind="query-params",
              help="inputs each label (group) reads; at most d")
     s.slider("Group size m", *RANGES["group"], 32, key="group", bind="query-params",

@@ -109,13 +109,15 @@ def label_map(xy, names, freq, groups=None, highlight=None, title=None):
     return _layout(fig, title, height=620, showlegend=highlight is not None)
 
 
-def connectivity_heatmap(rows, M, sampled=False):
-    """Groups (rows) x inputs (columns): dark where a group reads an input."""
-    fig = go.Figure(go.Heatmap(z=M, x=[f"h{i}" for i in range(M.shape[1])], y=[f"group {g}" for g in rows],
+def connectivity_heatmap(rows, M, sampled=False, inputs=None):
+    """Groups (rows) x inputs (columns): dark where a group reads an input; `inputs` names the
+    columns (default: hidden units h0, h1, ...)."""
+    inputs = inputs or [f"h{i}" for i in range(M.shape[1])]
+    fig = go.Figure(go.Heatmap(z=M, x=inputs, y=[f"group {g}" for g in rows],
                                colorscale=[[0, "#FFFFFF"], [1, "#1F3B73"]], showscale=False,
                                hovertemplate="%{y} reads %{x}: %{z}<extra></extra>"))
     title = f"{len(rows)} groups x {M.shape[1]} inputs" + (" (groups sampled at random)" if sampled else "")
-    fig.update_xaxes(showticklabels=False, title="input (hidden unit)")
+    fig.update_xaxes(showticklabels=False, title="input")
     fig.update_yaxes(showticklabels=False, title="group", autorange="reversed")
     return _layout(fig, title, height=420)
 

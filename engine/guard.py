@@ -8,8 +8,10 @@ The estimate is analytic (float32 training with Adam):
     encoder      (D·hidden + hidden [+ hidden·intermediate + intermediate]) × 4 copies
                  (weights, gradients, Adam's two moments), plus the auxiliary classifier if any
     head         engine.memory.head_memory: weights, indices, gradients, Adam, logits + their gradient
-    activations  a batch's hidden layers (and their gradients, ReLU/dropout masks): 4·B·(hidden + intermediate)
-    eval         the logits of one prediction batch (1024 rows × the head's logits per point)
+    activations  a batch's hidden layers (and their gradients, ReLU/dropout masks): 4·B·(hidden + intermediate);
+                 with no encoder (hidden = 0) the densified input batch takes hidden's place: 4·B·D
+    eval         the logits of one prediction batch (1024 rows × the head's logits per point), and its
+                 densified input rows (1024 × D) when there is no encoder
 The budget is $XMC_MEMORY_BUDGET_MB if set, else the machine's available memory (MemAvailable in
 /proc/meminfo); where neither is known the check is skipped.
 """
@@ -43,11 +45,12 @@ def estimate_bytes(config, dataset_shape):
         enc += (mc.head_in + 1) * mc.aux_clusters
     head = head_memory(mc, B)
     _, _, logits_per_point = head_shape(mc)
+    dense_x = 0 if mc.hidden else mc.n_features                     # no encoder: X densified per batch
     out = {
         "encoder": 4 * enc * FLOAT,
         "head": head["total"],
-        "activations": 4 * B * (mc.encoder_width + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
-        "eval": EVAL_BATCH * logits_per_point * FLOAT,
+        "activations": 4 * B * (mc.encoder_width + dense_x + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
+        "eval": EVAL_BATCH * (logits_per_point + dense_x) * FLOAT,
     }
     out["total"] = sum(out.values())
     return out

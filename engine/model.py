@@ -4,6 +4,10 @@
     h = dropout(relu(h · U + u))          optional intermediate layer, U: (hidden, intermediate)
     Z = head(h)                           Z: (B, L) logits
 
+With hidden = 0 there is no encoder: h = dropout(X), densified per batch, and the head reads the
+D input features themselves (a linear model). There a group's index set is a set of features,
+so which labels share it decides which features each label can see at all.
+
 Heads (`ModelConfig.head`):
     dense          DenseHead: h · Wᵀ, O(d·L) memory
     fixed_fanin    GroupSharedHead with m = 1: every label reads its own k inputs, O(k·L)
@@ -42,7 +46,7 @@ SPARSE_HEADS = ("fixed_fanin", "group_shared", "dense_sparse")
 class ModelConfig:
     n_features: int
     n_labels: int
-    hidden: int = 512          # width of the encoder's hidden layer
+    hidden: int = 512          # width of the encoder's hidden layer; 0 = no encoder (the head reads X)
     intermediate: int = 0      # width of the penultimate layer before the head; 0 = none
     head: str = "dense"        # one of HEADS
     fanin: int = 64            # k: inputs per label (sparse heads)
@@ -59,11 +63,15 @@ class ModelConfig:
     def __post_init__(self):
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {HEADS}, got {self.head!r}")
-        for name in ("n_features", "n_labels", "hidden"):
+        for name in ("n_features", "n_labels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.intermediate < 0:
-            raise ConfigError(f"intermediate must be >= 0 (0 = none), got {self.intermediate}")
+        for name in ("hidden", "intermediate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = none), got {getattr(self, name)}")
+        if self.hidden == 0 and self.intermediate:
+            raise ConfigError(f"intermediate={self.intermediate} needs an encoder: hidden=0 means the head "
+                              f"reads the input features")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.head in SPARSE_HEADS and not 1 <= self.fanin <= self.head_in:
@@ -80,6 +88,8 @@ class ModelConfig:
         if self.head == "mach" and (self.mach_members < 1 or self.mach_reps % self.mach_members):
             raise ConfigError(f"mach_members must divide mach_reps={self.mach_reps} (1 = one shared encoder), "
                               f"got {self.mach_members}")
+        if self.members > 1 and not self.hidden:
+            raise ConfigError(f"mach_members={self.mach_members} (independent encoders) needs hidden >= 1")
         if self.members > 1 and (self.intermediate or self.aux_clusters):
             raise ConfigError(f"mach_members={self.mach_members} (independent encoders) takes no intermediate "
                               f"layer and no auxiliary objective")
@@ -98,8 +108,8 @@ class ModelConfig:
 
     @property
     def head_in(self):
-        """Width of the layer the head reads."""
-        return self.intermediate or self.hidden
+        """Width of the layer the head reads (the D features when there is no encoder)."""
+        return self.intermediate or self.hidden or self.n_features
 
     @property
     def group_labels(self):
@@ -112,9 +122,14 @@ class SparseInput:
 
     def __init__(self, X):
         self.n_rows = X.shape[0]
+        self.csr = X
         self.indices = torch.from_numpy(X.indices.astype(np.int64))
         self.offsets = torch.from_numpy(X.indptr[:-1].astype(np.int64))
         self.weights = torch.from_numpy(X.data.astype(np.float32))
+
+    def dense(self):
+        """(B, D) float32 rows."""
+        return torch.from_numpy(self.csr.toarray().astype(np.float32, copy=False))
 
 
 def dense_targets(Y, columns, n_columns):
@@ -134,11 +149,13 @@ class XMCModel(nn.Module):
         super().__init__()
         self.config = c = config
         L = c.n_labels
-        self.embed = nn.EmbeddingBag(c.n_features, c.encoder_width, mode="sum")   # E: (D, members·hidden)
-        self.embed_bias = nn.Parameter(torch.empty(c.encoder_width))
-        bound = c.n_features ** -0.5                                        # as nn.Linear(D, hidden)
-        nn.init.uniform_(self.embed.weight, -bound, bound)
-        nn.init.uniform_(self.embed_bias, -bound, bound)
+        self.embed = self.embed_bias = None                                 # hidden = 0: no encoder
+        if c.hidden:
+            self.embed = nn.EmbeddingBag(c.n_features, c.encoder_width, mode="sum")   # E: (D, members·hidden)
+            self.embed_bias = nn.Parameter(torch.empty(c.encoder_width))
+            bound = c.n_features ** -0.5                                    # as nn.Linear(D, hidden)
+            nn.init.uniform_(self.embed.weight, -bound, bound)
+            nn.init.uniform_(self.embed_bias, -bound, bound)
         self.intermediate = nn.Linear(c.hidden, c.intermediate) if c.intermediate else None
         self.drop = nn.Dropout(c.dropout)
 
@@ -181,6 +198,8 @@ class XMCModel(nn.Module):
 
     def encode(self, x: SparseInput):
         """Hidden representation h: (B, head_in) fed to the head."""
+        if self.embed is None:
+            return self.drop(x.dense())                                       # (B, D)
         h = self.embed(x.indices, x.offsets, per_sample_weights=x.weights) + self.embed_bias
         h = self.dropout(torch.relu(h))                                       # (B, members·hidden)
         if self.intermediate is not None:

@@ -84,7 +84,7 @@ def _check_types(config):
 class TrainConfig:
     data: str = "sample"        # dataset directory (XC format), or "sample" for the bundled one
     head: str = "dense"         # dense | fixed_fanin | group_shared | dense_sparse | mach
-    hidden: int = 512
+    hidden: int = 512           # encoder width; 0 = no encoder: the head reads the input features
     intermediate: int = 0       # penultimate layer width; 0 = none
     fanin: int = 64             # k, sparse heads
     group_size: int = 32        # m, group_shared and dense_sparse
@@ -117,7 +117,7 @@ class TrainConfig:
             raise ConfigError(f"head must be one of {HEADS}, got {self.head!r}")   # config is refused on import
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        used = {"hidden": 1, "intermediate": 0}
+        used = {"hidden": 0, "intermediate": 0}
         used.update({"fanin": 1} if self.head in SPARSE_HEADS else {})
         used.update({"group_size": 1} if self.head in ("group_shared", "dense_sparse") else {})
         used.update({"head_size": 1} if self.head == "dense_sparse" else {})
@@ -145,9 +145,6 @@ class TrainConfig:
             if self.head not in SPARSE_HEADS:
                 raise ConfigError(f"dst needs a sparse head {SPARSE_HEADS}, got head={self.head!r}")
             self.dst_config()                                   # validates every, zeta, until
-            if self.fanin >= (self.intermediate or self.hidden):
-                raise ConfigError(f"dst needs fanin < the head's input width {self.intermediate or self.hidden}, "
-                                  f"got fanin={self.fanin}: there is nothing to regrow")
 
     def dst_config(self):
         from .dst import DSTConfig
@@ -171,7 +168,11 @@ class TrainConfig:
         fields = {f.name for f in dataclasses.fields(ModelConfig)}
         kw = {k: v for k, v in self.to_dict().items() if k in fields}
         kw["aux_clusters"] = min(self.aux_clusters, n_labels) if self.aux else 0
-        return ModelConfig(n_features=n_features, n_labels=n_labels, **kw)
+        mc = ModelConfig(n_features=n_features, n_labels=n_labels, **kw)
+        if self.dst != "none" and self.fanin >= mc.head_in:
+            raise ConfigError(f"dst needs fanin < the head's input width {mc.head_in}, "
+                              f"got fanin={self.fanin}: there is nothing to regrow")
+        return mc
 
 
 def resolve_data(data):
@@ -243,18 +244,22 @@ class Trainer:
     @torch.no_grad()
     def centroid_index(self, max_points=20_000):
         """(G, k) input sets of the sparse part: the k largest entries of each group's centroid of
-        PIFA embeddings in h-space (the hidden layer the head reads, at initialisation; PIFA over
-        at most `max_points` training points)."""
+        PIFA embeddings in h-space (the hidden layer the head reads, at initialisation; with no
+        encoder, the input features themselves; PIFA over at most `max_points` training points)."""
         from .grouping import LabelGroups, group_index, pifa
         model, n = self.model, min(self.dataset.n_train, max_points)
         model.eval()
-        H = torch.cat([model.encode(SparseInput(self.X_train[s:min(s + 4096, n)])) for s in range(0, n, 4096)])
+        if model.embed is None:
+            H = self.X_train[:n]                                       # (n, D) sparse: the features
+        else:
+            H = torch.cat([model.encode(SparseInput(self.X_train[s:min(s + 4096, n)]))
+                           for s in range(0, n, 4096)]).numpy()
         n_dense = 0 if model.dense is None else model.dense.n_labels
         slots = model.slot_of_label.numpy()
         tail = np.flatnonzero(slots >= n_dense)
         tail = tail[np.argsort(slots[tail])]
         groups = LabelGroups(len(tail), model.sparse.group_size, slots[tail] - n_dense)
-        scores = pifa(H.numpy(), self.dataset.Y_train[:n][:, tail])
+        scores = pifa(H, self.dataset.Y_train[:n][:, tail], dense=model.embed is not None)
         return group_index(groups, scores, model.sparse.fanin, how="centroid", seed=self.config.seed)
 
     @property

@@ -400,6 +400,21 @@ def test_connectivity_shows_dynamic_sparse_training(runs_dir):
     assert any(m.value.startswith("Update 1 at step 2") for m in at.markdown)
 
 
+def test_a_head_on_the_features_names_them():
+    # hidden width "none" (0; the URL holds the shown value): the head reads the input features, and
+    # the pages name them, not h0, h1, ...
+    from engine.train import resolve_data
+    features = resolve_data("sample").feature_names or [f"feature {f}" for f in range(resolve_data("sample").n_features)]
+    at = page(app(head="group_shared", hidden="none", fanin=16, group=16, init="centroid"), "connectivity")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert set(table["input"]) <= set(features) and "strongest features (first layer)" not in table.columns
+    at = page(app(hidden="none", fanin=16, group=16, bench_L=1000, bench_B=16, bench_reps=1), "compare")
+    assert_clean(at)
+    at.button(key="measure").click().run()
+    assert_clean(at)
+
+
 def test_compare_page_measures_and_benchmarks():
     at = page(app(hidden=64, fanin=16, group=16, bench_L=1000, bench_B=16, bench_reps=1), "compare")
     assert_clean(at)
@@ -435,7 +450,7 @@ UNSETTABLE_CONFIGS = [
     ("epochs-above-the-slider", {"epochs": 500}, "epochs=500 is outside [1, 200]"),
     ("fanin-above-the-slider", {"head": "fixed_fanin", "hidden": 512, "fanin": 600}, "fanin=600 is outside [1, 512]"),
     ("dropout-above-the-slider", {"dropout": 0.95}, "dropout=0.95 is outside [0.0, 0.9]"),
-    ("hidden-no-option", {"hidden": 100}, "hidden=100 is not one of [64, 128, 256, 512]"),
+    ("hidden-no-option", {"hidden": 100}, "hidden=100 is not one of [0, 64, 128, 256, 512]"),
     ("lr-no-option", {"lr": 0.5}, "lr=0.5 is not one of"),
     ("seed-above-the-input", {"seed": 10**7}, "seed=10000000 is outside [0, 1000000]"),
     ("reps-above-the-slider", {"head": "mach", "mach_reps": 32}, "mach_reps=32 is outside [1, 16]"),

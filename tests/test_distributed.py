@@ -24,6 +24,7 @@ HEADS = {
     "group_shared": dict(head="group_shared", fanin=16, group_size=8, groups="clustered"),
     "fixed_fanin": dict(head="fixed_fanin", fanin=16, index_init="centroid"),
     "dense": dict(head="dense"),
+    "no_encoder": dict(head="group_shared", hidden=0, fanin=16, group_size=8, groups="clustered", index_init="centroid"),
     "dense_sparse": dict(head="dense_sparse", fanin=16, group_size=8, head_size=30, intermediate=48),
     "mach": dict(head="mach", mach_reps=3, mach_buckets=20),
     "mach_members": dict(head="mach", mach_reps=4, mach_buckets=20, mach_members=2),
@@ -38,7 +39,7 @@ def tiny():
 
 def trainer_for(tiny, head, **kw):
     aux = {} if head == "mach_members" else dict(aux=1.0, aux_clusters=8)   # members: no shared layer
-    return Trainer(TrainConfig(hidden=64, epochs=1, batch_size=64, **aux, **HEADS[head], **kw), tiny)
+    return Trainer(TrainConfig(**{**dict(hidden=64, epochs=1, batch_size=64), **aux, **HEADS[head], **kw}), tiny)
 
 
 def test_bounds_cover_every_item_once():

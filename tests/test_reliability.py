@@ -338,6 +338,12 @@ def test_the_estimate_counts_the_head_encoder_and_batch():
     assert check_memory(c, 1000, 500, budget=est["total"]) == est
     with pytest.raises(MemoryBudgetError, match="over the budget"):
         check_memory(c, 1000, 500, budget=est["total"] - 1)
+    # no encoder: no encoder weights, and the densified input batch (B, D) and eval rows (1024, D)
+    linear = estimate_bytes(TrainConfig(head="group_shared", hidden=0, fanin=8, group_size=4, batch_size=32),
+                            (1000, 500))
+    assert linear["encoder"] == 0
+    assert linear["activations"] == 4 * 32 * 1000 * 4
+    assert linear["eval"] == 1024 * (500 + 1000) * 4                     # L logits and D features per row
 
 
 @pytest.mark.parametrize("value", ["lots", "-5", "0"])

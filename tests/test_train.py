@@ -32,6 +32,7 @@ def config(**kw):
     dict(head="group_shared", groups="clustered"),
     dict(head="dense_sparse", head_size=10, groups="clustered"),
     dict(head="mach", mach_buckets=12, mach_reps=2),
+    dict(head="group_shared", hidden=0, groups="clustered", index_init="centroid", lr=1e-2),
 ], ids=lambda s: "-".join(map(str, s.values())))
 def test_records_and_learning(tiny, settings):
     # one step record per batch, an eval record per epoch, and the loss goes down
@@ -140,6 +141,23 @@ def test_caller_can_stop_at_any_record(tiny):
     assert trainer.step == 3
 
 
+def test_no_encoder_the_head_reads_the_features(tiny):
+    # hidden = 0: h = X (densified; dropout only in training), and a group's centroid inputs are the
+    # k largest entries of its labels' summed PIFA rows over the features themselves
+    from engine.grouping import LabelGroups, group_index, pifa
+    trainer = Trainer(config(head="group_shared", hidden=0, groups="clustered", index_init="centroid"), tiny)
+    model = trainer.model
+    assert model.embed is None and model.config.head_in == tiny.n_features == model.sparse.in_features
+    model.eval()
+    x = SparseInput(tiny.X_train[:30])
+    torch.testing.assert_close(model.encode(x), torch.from_numpy(tiny.X_train[:30].toarray()).float())
+    slots = model.slot_of_label.numpy()
+    groups = LabelGroups(tiny.n_labels, 4, slots)
+    want = group_index(groups, pifa(trainer.X_train, tiny.Y_train), 8, how="centroid", seed=0)
+    assert np.array_equal(model.sparse.idx.numpy(), want)
+    assert not any(name.startswith("embed") for name, _ in model.named_parameters())
+
+
 def test_intermediate_layer_feeds_the_head(tiny):
     trainer = Trainer(config(head="group_shared", intermediate=16, fanin=16), tiny)
     assert trainer.model.head.weight.shape[-1] == 16
@@ -166,6 +184,11 @@ def test_intermediate_layer_feeds_the_head(tiny):
     (dict(head="group_shared", dst="random", dst_zeta=1.5), "zeta"),
     (dict(head="group_shared", dst="random", dst_every=0), "every"),
     (dict(head="group_shared", dst="random", fanin=32), "nothing to regrow"),
+    (dict(head="group_shared", hidden=0, dst="random", fanin=60), r"input width 60, got fanin=60: there is nothing"),
+    (dict(head="group_shared", hidden=0, fanin=61), r"fanin must be in \[1, 60\]"),
+    (dict(hidden=-1), "hidden must be >= 0"),
+    (dict(hidden=0, intermediate=16), "intermediate=16 needs an encoder"),
+    (dict(head="mach", hidden=0, mach_reps=2, mach_members=2), "needs hidden >= 1"),
     (dict(dst="magic"), "dst must be one of"),
     (dict(index_init="best"), "index_init must be one of"),
 ])

@@ -13,7 +13,8 @@ common.intro(
     "Connectivity",
     "In a sparse head a group g of m labels reads only k of the d hidden units: the **index set** idx[g]. "
     "Each label of the group has its own k weights on those shared inputs. Hidden units have no names, so "
-    "for each one the table shows the input features that drive it most in the first layer.",
+    "for each one the table shows the input features that drive it most in the first layer. With no "
+    "encoder (hidden width: none) the head reads the input features themselves.",
     r"z_{g m + j} = \sum_{t=1}^{k} W_{g,j,t}\; h_{\mathrm{idx}[g,t]} \qquad "
     r"\text{reuse}(i) = \big|\{(g,t) : \mathrm{idx}[g,t] = i\}\big| \approx \frac{G\,k}{d}",
 )
@@ -47,6 +48,7 @@ idx = analysis.head_index(model)                                        # (G, k)
 groups = analysis.label_groups(model)
 G, k = idx.shape
 d = head.in_features
+inputs = analysis.input_names(model, ds.feature_names)
 names = ds.label_names or [f"label {i}" for i in range(ds.n_labels)]
 st.caption(f"{G:,} groups of up to {head.group_size} labels, each reading k = {k} of d = {d} inputs "
            f"({100 * k / d:.1f}% of the connections of a dense layer).")
@@ -74,13 +76,13 @@ with right:
     slots = analysis.label_slots(model)
     for l in members:
         label_of_slot[int(slots[l]) % head.group_size] = names[l]
-    st.plotly_chart(figures.group_weights(W[:max(n_real, 1)], [f"h{i}" for i in idx[g]],
+    st.plotly_chart(figures.group_weights(W[:max(n_real, 1)], [inputs[i] for i in idx[g]],
                                           [label_of_slot.get(j, f"(padding {j})") for j in range(max(n_real, 1))]),
                     key="group_weights")
 
 rows, M, sampled = analysis.connectivity_matrix(idx, d, seed=int(ss.get("seed", 0)))
 h1, h2 = st.columns([3, 2])
-h1.plotly_chart(figures.connectivity_heatmap(rows, M, sampled), key="heatmap")
+h1.plotly_chart(figures.connectivity_heatmap(rows, M, sampled, inputs), key="heatmap")
 if sampled:
     h1.caption(f"Showing {len(rows)} of {G:,} groups, sampled at random (seed {int(ss.get('seed', 0))}).")
 counts = analysis.reuse_counts(idx, d)
