@@ -4,7 +4,9 @@
 
 Rows: test P@1/P@3/P@5 after training, analytic head memory (parameters + indices) and seconds
 per epoch (training only). All rows share the encoder (512 hidden units), optimiser, epochs and
-seed; only the head and its method change.
+seed; only the head and its method change. The "on the features" rows have no encoder
+(hidden = 0): the head reads the input features, with a larger step (lr 1e-2) as linear models
+need, and data-driven index sets (each group's k strongest features of its PIFA centroid).
 """
 
 
@@ -16,6 +18,8 @@ from .train import TrainConfig, Trainer, resolve_data
 K, M = 64, 32     # fan-in hidden/8 and group size of every sparse row
 SPARSE = dict(fanin=K, group_size=M)
 DST = dict(dst="random", dst_every=50, dst_zeta=0.3, dst_until=0.75)
+LINEAR = dict(hidden=0, lr=1e-2)                     # no encoder: the head reads the input features
+ON_FEATURES = dict(head="group_shared", index_init="centroid", **SPARSE)
 
 CONFIGS = {
     "dense": dict(head="dense"),
@@ -32,6 +36,11 @@ CONFIGS = {
     "group-shared, clustered + auxiliary": dict(head="group_shared", groups="clustered", aux=1.0, **SPARSE),
     "dense head + group-shared tail": dict(head="dense_sparse", groups="clustered", head_size=100, **SPARSE),
     "MACH": dict(head="mach", mach_reps=4, mach_buckets=0),    # buckets: L/16, so R·B = L/4
+    "dense on the features": dict(**LINEAR, head="dense"),
+    "group-shared on the features, random groups": dict(**LINEAR, **ON_FEATURES, groups="random"),
+    "group-shared on the features, clustered groups": dict(**LINEAR, **ON_FEATURES, groups="clustered"),
+    "group-shared on the features, clustered + gradient DST": dict(**LINEAR, **ON_FEATURES, groups="clustered",
+                                                                   **{**DST, "dst": "gradient"}),
 }
 
 
