@@ -54,23 +54,34 @@ def train_settings(args):
 
 
 def resumed_trainer(args):
-    """(trainer, run) continuing args.resume from its last checkpoint; trainer None when complete."""
+    """(trainer, run) continuing args.resume from its last checkpoint (trainer None when complete);
+    with --distributed, this rank's trainer, and the run on rank 0 only (None elsewhere). A run
+    resumes on any number of processes: its checkpoint is the one one process would write."""
     from .runs import Run
     from .train import Trainer
     given = train_settings(args)
     if given:
         raise XMCError(f"--resume continues a run with its own config; drop "
                        f"{', '.join('--' + k.replace('_', '-') for k in sorted(given))}")
-    if args.distributed:
-        raise XMCError("--resume does not combine with --distributed: a distributed run keeps weights only")
     run = Run(args.resume)
-    trainer = Trainer(run.config)
-    step = run.resume(trainer)
+    lead = True
+    if args.distributed:
+        from .distributed import DistributedTrainer, init_process_group
+        lead = init_process_group()[0] == 0
+        trainer = DistributedTrainer(run.config)
+    else:
+        trainer = Trainer(run.config)
+    step = run.resume(trainer, rewrite_records=lead)
     if step >= trainer.total_steps:
-        print(f"run {run.id} is complete ({step} of {trainer.total_steps} steps): nothing to resume")
+        if lead:
+            print(f"run {run.id} is complete ({step} of {trainer.total_steps} steps): nothing to resume")
+        if args.distributed:
+            from .distributed import leave_process_group
+            leave_process_group()
         return None, run
-    print(f"resuming run {run.id} at step {step} of {trainer.total_steps}")
-    return trainer, run
+    if lead:
+        print(f"resuming run {run.id} at step {step} of {trainer.total_steps}")
+    return trainer, run if lead else None
 
 
 def new_trainer(args):

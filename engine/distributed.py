@@ -27,7 +27,8 @@ so its gradient is far larger than the hidden batch's. MACH's repetitions need n
 their own: each rank hashes, targets and scores its repetitions locally.
 Evaluation: each rank scores the test batch on its slots and the top-k lists are merged with one
 all_gather (MACH: the bucket probabilities are gathered, then decoded exactly). Checkpoints gather
-the shards into one ordinary model.safetensors (weights only), which `eval` and the app read.
+the shards, and their Adam moments, into the model.safetensors one process would write: `eval` and
+the app read it, and `--resume` continues it on any number of processes (each rank takes its block).
 
 The process group comes from torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): gloo,
 since the trainer keeps its tensors on the CPU.
@@ -175,17 +176,36 @@ def shard_dim(model, name):
 # ---------------------------------------------------------------------------------------------
 # collectives
 
+def rank_counts(n):
+    """Every rank's n, in rank order."""
+    out = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, torch.tensor([n], dtype=torch.int64))
+    return [int(c) for c in out]
+
+
 def gather_rows(t):
     """Concatenate along dim 0 the tensors of every rank (their row counts may differ)."""
-    counts = torch.tensor([t.shape[0]])
-    all_counts = [torch.zeros_like(counts) for _ in range(dist.get_world_size())]
-    dist.all_gather(all_counts, counts)
-    n = [int(c) for c in all_counts]
+    n = rank_counts(t.shape[0])
     padded = torch.zeros((max(n),) + t.shape[1:], dtype=t.dtype)
     padded[:t.shape[0]] = t
     out = [torch.empty_like(padded) for _ in n]
     dist.all_gather(out, padded.contiguous())
     return torch.cat([o[:c] for o, c in zip(out, n)])
+
+
+def gather_along(t, dim):
+    """gather_rows along dimension `dim`."""
+    return gather_rows(t.transpose(0, dim).contiguous()).transpose(0, dim).contiguous()
+
+
+def own_block(full, mine, dim):
+    """This rank's block of `full` (every rank's piece, concatenated along `dim`), where this rank's
+    piece is shaped like `mine`. A `full` of another total size is returned whole, for the model's
+    load to name the mismatch."""
+    n = rank_counts(mine.shape[dim])
+    if full.dim() != mine.dim() or full.shape[dim] != sum(n):
+        return full
+    return full.narrow(dim, sum(n[:dist.get_rank()]), n[dist.get_rank()]).clone()
 
 
 class SumGradients(torch.autograd.Function):
@@ -261,14 +281,45 @@ class DistributedTrainer(Trainer):
         out = {}
         for name, t in self.model.state_dict().items():
             dim, t = shard_dim(self.model, name), t.detach()
-            out[name] = t if dim is None else gather_rows(t.transpose(0, dim).contiguous()).transpose(0, dim)
+            out[name] = t if dim is None else gather_along(t, dim)
         return out
 
+    def own_state(self, state):
+        """This rank's block of a whole model's state dict (a collective)."""
+        mine = self.model.state_dict()
+        return {name: t if name not in mine or shard_dim(self.model, name) is None
+                else own_block(t, mine[name], shard_dim(self.model, name)) for name, t in state.items()}
+
+    def sharded_moments(self, tensors):
+        """{key: (dim, this rank's parameter)} of the Adam moments in `tensors` ("optim/<i>/<name>")
+        that are split over the ranks with their parameter."""
+        names, params = zip(*self.model.named_parameters())
+        out = {}
+        for key, t in tensors.items():
+            parts = key.split("/")
+            if parts[0] == "optim" and len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(params) \
+                    and t.dim() and shard_dim(self.model, names[int(parts[1])]) is not None:
+                out[key] = shard_dim(self.model, names[int(parts[1])]), params[int(parts[1])]
+        return out
+
+    def checkpoint_state(self):
+        """Trainer.checkpoint_state with the sharded parameters' Adam moments gathered: what one
+        process would write (a collective)."""
+        tensors, meta = super().checkpoint_state()
+        sharded = self.sharded_moments(tensors)
+        return {k: gather_along(t, sharded[k][0]) if k in sharded else t for k, t in tensors.items()}, meta
+
+    def restore(self, tensors, meta):
+        """Trainer.restore from a whole run's checkpoint: this rank keeps its block of the moments."""
+        sharded = self.sharded_moments(tensors)
+        super().restore({k: own_block(t, sharded[k][1], sharded[k][0]) if k in sharded else t
+                         for k, t in tensors.items()}, meta)
+
     def save_checkpoint(self, run):
-        """The gathered weights, written by rank 0 (weights only: a distributed run does not resume)."""
-        state = self.full_state()
+        """The gathered weights and optimizer state, written by rank 0 (a collective)."""
+        state, trainer_state = self.full_state(), self.checkpoint_state()
         if self.rank == 0:
-            run.save_state(state)
+            run.save_state(state, trainer_state)
 
     def rank_report(self):
         """Per rank: slots or MACH repetitions held, head parameters, resident memory now and at its

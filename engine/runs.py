@@ -52,17 +52,21 @@ def _atomic_write(path, write):
 def read_checkpoint(path):
     """(tensors, metadata) of a safetensors file; CheckpointError for anything else, pickles included.
 
-    Nothing in the file is executed: the first bytes are checked for the pickle and zip (torch.save)
-    magic, then safetensors parses its JSON header and copies the raw tensor bytes."""
+    Nothing in the file is executed (nothing here unpickles): a file that does not open like
+    safetensors (an 8-byte little-endian header size that fits the file, then the header's "{") but
+    carries the pickle or zip (torch.save) magic is named as such; then safetensors parses its JSON
+    header and copies the raw tensor bytes. (A safetensors header size may itself start with the
+    pickle byte 0x80.)"""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head, size = f.read(9), os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint found") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory, expected a safetensors checkpoint") from None
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    safetensors_like = len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
+    if not safetensors_like and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
         raise CheckpointError(f"{path}: is a pickle / torch.save file, not safetensors; refused "
                               f"(loading a pickle can run arbitrary code)")
     if len(head) < 8:
@@ -145,14 +149,15 @@ class Run:
 
     def save_checkpoint(self, model, trainer=None):
         """Write the model's weights (and, given the trainer, what resuming needs) atomically."""
-        self.save_state(model.state_dict(), trainer)
+        self.save_state(model.state_dict(), None if trainer is None else trainer.checkpoint_state())
 
-    def save_state(self, state, trainer=None):
-        """save_checkpoint() from a model's state dict."""
+    def save_state(self, state, trainer_state=None):
+        """save_checkpoint() from a model's state dict and a trainer's checkpoint_state() (or None:
+        weights only)."""
         state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         metadata = None
-        if trainer is not None:
-            tensors, meta = trainer.checkpoint_state()
+        if trainer_state is not None:
+            tensors, meta = trainer_state
             state.update({TRAINER_PREFIX + k: v for k, v in tensors.items()})
             metadata = {META_KEY: json.dumps(meta)}
         _atomic_write(self.checkpoint_path, lambda p: save_file(state, str(p), metadata=metadata))
@@ -177,10 +182,12 @@ class Run:
         _, meta = read_checkpoint(self.checkpoint_path)
         return json.loads(meta[META_KEY])["step"] if META_KEY in meta else None
 
-    def resume(self, trainer):
+    def resume(self, trainer, rewrite_records=True):
         """Load the latest checkpoint into a fresh Trainer of this run's config and drop the records
         written after it, so that trainer.run() continues the run as if it had never stopped.
-        Returns the checkpoint's step."""
+        Returns the checkpoint's step. The trainer takes its own part of the whole-model state
+        (`Trainer.own_state`); the ranks of a distributed run but the first pass
+        rewrite_records=False (one process writes the records)."""
         tensors, meta = read_checkpoint(self.checkpoint_path)
         if META_KEY not in meta:
             raise CheckpointError(f"{self.checkpoint_path}: has weights only (no optimizer state), "
@@ -191,9 +198,11 @@ class Run:
             raise CheckpointError(f"{self.checkpoint_path}: bad metadata ({e})") from None
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.checkpoint_path}: bad metadata (not a JSON object)")
-        self._load_model(trainer.model, tensors)
+        self._load_model(trainer.model, trainer.own_state(tensors))
         trainer.restore({k[len(TRAINER_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINER_PREFIX)},
                         state)
+        if not rewrite_records:
+            return trainer.step
         kept = [r for r in self.records() if r.get("step", 0) <= trainer.step]
         _atomic_write(self.path / "metrics.jsonl",
                       lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in kept)))

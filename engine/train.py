@@ -357,6 +357,11 @@ class Trainer:
         """Write the model and what resuming needs to `run` (a runs.Run)."""
         run.save_checkpoint(self.model, self)
 
+    def own_state(self, state):
+        """The part of a whole model's state dict that this trainer's model holds: all of it (a
+        distributed trainer keeps its rank's block)."""
+        return state
+
     def checkpoint_state(self):
         """What resuming needs beyond the model's weights: (tensors, meta).
 

@@ -3,8 +3,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,17 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_records(got, want):
+    """The records of a run on several processes are one process's, to float rounding."""
+    assert [r["kind"] for r in got] == [r["kind"] for r in want]
+    for g, w in zip(got, want):
+        if g["kind"] == "step":
+            assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
+        else:
+            for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5"):
+                assert g[key] == pytest.approx(w[key], abs=1e-3), (g["step"], key)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["group_shared", "mach", "mach_members"])
 def test_two_processes_train_like_one(tmp_path, head):
@@ -158,20 +171,60 @@ def test_two_processes_train_like_one(tmp_path, head):
     (run_dir,) = tmp_path.iterdir()
     trainer = Trainer(TrainConfig(**settings))
     want = list(trainer.run())
-    got = records(run_dir)
-    assert [r["kind"] for r in got] == [r["kind"] for r in want]
-    for g, w in zip(got, want):
-        if g["kind"] == "step":
-            assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
-        else:
-            for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5"):
-                assert g[key] == pytest.approx(w[key], abs=1e-3), (g["step"], key)
+    assert_same_records(records(run_dir), want)
     assert want[-1]["P@1"] > 0.5                                    # it learned: not a trivial curve
     ranks = json.loads((run_dir / "ranks.json").read_text())
     assert [r["rank"] for r in ranks] == [0, 1]
     assert sum(r["head_params"] for r in ranks) == trainer.model.head_params()
     # the gathered checkpoint is an ordinary one: `eval` reads it and gets the run's last scores
     assert main(["eval", "--run", str(run_dir)]) == 0
+
+
+def descendants(pid):
+    """The pids of every process below `pid` (Linux /proc)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):               # a process that just ended
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("procs", [2, 1])
+def test_a_killed_distributed_run_resumes_on_any_process_count(tmp_path, procs):
+    # SIGKILL a 2-process run after its first checkpoint, resume it on `procs` processes: the
+    # records are an uninterrupted one-process run's (the checkpoint is the one one process writes)
+    settings = dict(data="sample", epochs=6, hidden=128, lr=1e-2, batch_size=128, **HEADS["dense_sparse"])
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    first = subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "engine", "train",
+                              *flags, "--distributed", "--runs", str(tmp_path)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("*/model.safetensors")) and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.02)
+    for pid in descendants(first.pid) + [first.pid]:   # torchrun starts each worker in a session of its own
+        os.kill(pid, signal.SIGKILL)
+    first.wait()
+    (run_dir,) = tmp_path.iterdir()
+    trainer = Trainer(TrainConfig(**settings))
+    want = list(trainer.run())
+    assert 0 < len(records(run_dir)) < len(want)                     # it died mid-run
+    launch = ([str(TORCHRUN), "--standalone", f"--nproc_per_node={procs}", "-m", "engine"] if procs > 1
+              else [sys.executable, "-m", "engine"])
+    out = subprocess.run([*launch, "train", "--resume", str(run_dir), *(["--distributed"] if procs > 1 else [])],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming run" in out.stdout
+    assert_same_records(records(run_dir), want)
 
 
 @pytest.mark.slow

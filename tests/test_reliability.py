@@ -21,6 +21,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from engine.__main__ import main
 from engine.data import Dataset, generate, save_dataset
@@ -125,7 +126,6 @@ def test_resume_refuses_another_config_and_weights_only_checkpoints(tiny, tmp_pa
     ("trainer/rng/torch", None, "RNG state"),
 ], ids=["idx-out-of-range", "slot-negative", "rng-wrong-shape"])
 def test_tampered_checkpoint_tensors_are_refused(tiny, tmp_path, key, value, words):
-    from safetensors.torch import save_file
     from engine.runs import read_checkpoint
     trainer = Trainer(config(head="group_shared"), tiny)
     run = RunStore(tmp_path).create(trainer.config)
@@ -247,6 +247,20 @@ def test_a_pickle_in_place_of_the_checkpoint_is_refused_and_runs_nothing(tiny, t
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") and "model.safetensors" in line for line in err)
     assert not marker.exists()
+
+
+def test_a_checkpoint_whose_header_size_starts_with_the_pickle_byte_loads(tmp_path):
+    # safetensors begins with its header's size (8 bytes, little-endian): 1 size in 32 starts with
+    # 0x80, the pickle magic; such a checkpoint is safetensors all the same and must load
+    from engine.runs import read_checkpoint
+    path = tmp_path / "model.safetensors"
+    for pad in range(256):
+        save_file({"w": torch.ones(3)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    tensors, meta = read_checkpoint(path)
+    assert torch.equal(tensors["w"], torch.ones(3)) and meta["pad"] == "x" * pad
 
 
 def test_no_torch_load_or_pickle_in_the_loaders():
