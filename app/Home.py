@@ -19,6 +19,7 @@ pages = [
     st.Page("views/label_map.py", title="Label map", icon=":material/scatter_plot:"),
     st.Page("views/connectivity.py", title="Connectivity", icon=":material/hub:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("views/inference.py", title="Fast inference", icon=":material/bolt:"),
 ]
 page = st.navigation(pages)
 common.sidebar()

@@ -1,4 +1,5 @@
-"""Pure computations behind the app's views (no Streamlit here): label maps, connectivity, memory.
+"""Pure computations behind the app's views (no Streamlit here): label maps, connectivity, memory,
+learned-hash inference.
 
 Everything takes engine objects or arrays and returns arrays, dicts or tables, so tests call it
 directly. Thin on top of the engine's public API; where the engine has a piece (PIFA in
@@ -12,7 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from engine import TrainConfig, Trainer
+from engine import ConfigError, TrainConfig, Trainer, lss
+from engine.model import SparseInput
 
 SPARSE_HEADS = ("fixed_fanin", "group_shared", "dense_sparse")
 MAX_MAP_LABELS = 5000           # labels drawn in a label map; more are sampled (and the view says so)
@@ -339,23 +341,92 @@ def split_records(records):
 
 
 def label_weight_vectors(model):
-    """(L, d) each label's weights over the head's inputs (sparse for sparse heads), or None (MACH)."""
-    head = sparse_head(model)
-    L = model.config.n_labels
-    if head is None:
-        dense = getattr(model, "dense", None) or (model.head if hasattr(model.head, "linear") else None)
-        if dense is None or dense.n_labels != L:
-            return None
-        return dense.weight.detach().numpy()
-    G, m, k = head.weight.shape
+    """(L, d) each label's weights over the head's inputs (csr for heads with a sparse part), or
+    None (MACH)."""
+    if model.config.head == "mach":
+        return None
+    return label_vectors(model, sparse=sparse_head(model) is not None)[0]
+
+
+def _slot_weights(part):
+    """(n_slots, d) csr weights of one head part over its inputs, in its slot order: a dense part's
+    rows; for a group-shared part, slot g·m+j holds W[g, j, t] at column idx[g, t] (the slots past
+    n_labels, padding, dropped: no label's slot_of_label picks them)."""
+    W = part.weight.detach().cpu().numpy()
+    if not hasattr(part, "idx"):
+        return sp.csr_matrix(W)
+    G, m, k = W.shape
+    cols = np.repeat(part.idx.detach().cpu().numpy().astype(np.int64)[:, None, :], m, axis=1)   # (G, m, k)
+    rows = np.repeat(np.arange(G * m), k)
+    return sp.csr_matrix((W.ravel(), (rows, cols.ravel())), shape=(G * m, part.in_features))[:part.n_labels]
+
+
+def label_vectors(model, sparse=False):
+    """(W (L, d), b (L,)) float32: each label's weights over the head's inputs and its bias, in
+    label order, so that the model's logits are
+
+        z_l = h · W[l] + b[l] = slot_logits(h)[slot_of_label[l]]
+
+    The parts' slots stacked (the dense part first, then the sparse groups), rows picked by
+    slot_of_label; W as a csr matrix with sparse=True. MACH has no vector per label (a label scores
+    by the buckets it hashes to): ConfigError."""
+    if model.config.head == "mach":
+        raise ConfigError("a MACH head has no weight vector per label (a label's score sums the buckets it "
+                          "hashes to), so there is nothing to index: choose a run with a dense or sparse head")
+    parts = [p for p in (model.dense, model.sparse) if p is not None]
+    W = sp.vstack([_slot_weights(p) for p in parts], format="csr")               # (n_slots, d)
+    b = np.concatenate([np.zeros(p.n_labels, np.float32) if p.bias is None else p.bias.detach().cpu().numpy()
+                        for p in parts])                                         # (n_slots,)
     slots = label_slots(model)
-    dense = getattr(model, "dense", None)
-    n_dense = dense.n_labels if (dense is not None and hasattr(model, "sparse")) else 0
-    s = slots - n_dense
-    W = head.weight.detach().reshape(G * m, k).numpy()
-    idx = head.idx.detach().numpy().astype(np.int64)
-    ok = s >= 0
-    rows = np.repeat(np.flatnonzero(ok), k)
-    cols = idx[s[ok] // m].ravel()
-    vals = W[s[ok]].ravel()
-    return sp.csr_matrix((vals, (rows, cols)), shape=(L, head.in_features))
+    W = W[slots].astype(np.float32)
+    return (W if sparse else W.toarray()), np.ascontiguousarray(b[slots], np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast inference: learned-hash candidates (engine.lss) on a trained model
+
+def hidden_layer(model, X, batch_size=4096):
+    """(N, d) float32: the hidden representation h the head reads, for every row of X (CSR), with
+    dropout off (eval mode, restored after); the densified features when there is no encoder."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            H = [model.encode(SparseInput(X[s:s + batch_size])) for s in range(0, X.shape[0], batch_size)]
+    finally:
+        model.train(training)
+    return torch.cat(H).numpy()
+
+
+def lss_comparison(model, dataset, n_tables=16, n_bits=8, epochs=5, k=5, seed=0, progress=None):
+    """The same T×K hash index over a trained model's label vectors, untrained (SimHash: Gaussian
+    hyperplanes, fit with 0 epochs) and learned from the training points' (h, true label) pairs,
+    each scoring only its candidates on the test split, as engine.lss.run_lss_experiment does for
+    a fresh dense model. Exact scoring h·Wᵀ + b of all L labels is run and timed once, after both
+    fits, and shared by both reports. progress(i, n, text) before each stage.
+
+    Returns one engine.lss.report dict per index (candidates, recall, P@1 and its share of exact
+    P@1, times, speed-up), with "index" its name and "fit_s" its build time in seconds."""
+    step = progress or (lambda i, n, text: None)
+    step(0, 5, "the hidden layer of the train and test points")
+    W, b = label_vectors(model)
+    H_train, H_test = hidden_layer(model, dataset.X_train), hidden_layer(model, dataset.X_test)
+    indexes, fit_s = {}, {}
+    for i, (name, n_epochs) in enumerate((("SimHash", 0), ("learned", epochs))):
+        step(1 + i, 5, f"building the {name} index")
+        t0 = time.perf_counter()
+        indexes[name] = lss.LearnedHashIndex(n_tables, n_bits, seed=seed).fit(W, H_train, dataset.Y_train, bias=b,
+                                                                              epochs=n_epochs)
+        fit_s[name] = time.perf_counter() - t0
+    step(3, 5, f"exact scoring of all {W.shape[0]:,} labels")
+    k = min(k, W.shape[0])
+    lss.exact_topk(H_test[:8], W, b, k)                                           # warm up
+    t0 = time.perf_counter()
+    exact_top = lss.exact_topk(H_test, W, b, k)
+    exact_s = time.perf_counter() - t0
+    step(4, 5, "searching the candidates")
+    rows = [{"index": name, "fit_s": fit_s[name],
+             **lss.report(index, H_test, W, b, dataset.Y_test, k=k, exact_top=exact_top, exact_time=exact_s)}
+            for name, index in indexes.items()]
+    step(5, 5, "done")
+    return rows

@@ -197,3 +197,24 @@ def pareto(points):
     fig.update_xaxes(type="log", title="head memory in training (MiB)")
     fig.update_yaxes(title="P@1 (last evaluation)", rangemode="tozero")
     return _layout(fig, "Runs: accuracy against memory (up and left is better)")
+
+
+# ---------------------------------------------------------------------------------------------
+# fast inference
+
+# measure of an engine.lss.report -> (bar label, scale to %)
+LSS_MEASURES = {"cand_pct": ("candidates (% of labels)", 1.0), "recall": ("recall of true labels (%)", 100.0),
+                "P@1_ratio": ("P@1 / exact P@1 (%)", 100.0)}
+
+
+def lss_bars(rows):
+    """Hash indexes side by side (rows: engine.lss.report dicts with "index"), in %: the candidates
+    scored (lower is faster), the true labels among them and P@1 against exact scoring (higher is
+    better); one group of bars per measure, one colour per index."""
+    fig = go.Figure()
+    labels = [label for label, _ in LSS_MEASURES.values()]
+    for i, r in enumerate(rows):
+        fig.add_trace(go.Bar(x=labels, y=[scale * r[m] for m, (_, scale) in LSS_MEASURES.items()], name=r["index"],
+                             marker_color=PALETTE[i % len(PALETTE)], texttemplate="%{y:.1f}", textposition="outside"))
+    fig.update_yaxes(title="%", rangemode="tozero")
+    return _layout(fig, "Hash indexes against exact scoring", barmode="group")

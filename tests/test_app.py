@@ -11,8 +11,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import scipy.sparse as sp
+import torch
 
-from engine import RunStore, TrainConfig, generate, save_dataset
+from engine import ConfigError, RunStore, TrainConfig, Trainer, generate, save_dataset
 
 from app import analysis, figures
 from app.common import IMPORTED_KEYS
@@ -117,6 +118,8 @@ def test_figures_return_plotly_figures():
         figures.memory_bars({"dense": {"params": 10, "total": 10}}, {"dense": {"total": 11}}),
         figures.bench_lines([{"provider": "p", "n_labels": 1000, "fwd_bwd_s": 0.01}]),
         figures.pareto([{"run": "r", "head": "dense", "memory": 2**20, "p1": 0.3}]),
+        figures.lss_bars([{"index": "SimHash", "cand_pct": 40.0, "recall": 0.7, "P@1_ratio": 0.8},
+                          {"index": "learned", "cand_pct": 10.0, "recall": 0.9, "P@1_ratio": float("nan")}]),
     ]
     assert all(isinstance(f, go.Figure) for f in figures_ok(figs))
 
@@ -202,6 +205,46 @@ def test_measured_memory_matches_the_analytic_estimate(head):
     assert m["index"] == a.get("index", 0)
 
 
+@pytest.fixture(scope="module")
+def padded():
+    """50 labels: groups of 7 leave padded slots in the last group."""
+    return generate(n_points=200, n_features=40, n_labels=50, n_clusters=5, seed=2, name="padded")
+
+
+def padded_model(dataset, **kw):
+    """An untrained model on `padded` (random weights, label-prior biases, labels shuffled into slots)."""
+    config = TrainConfig(data="padded", **{"hidden": 16, "fanin": 6, "group_size": 7, **kw})
+    return Trainer(config, dataset=dataset).model
+
+
+@pytest.mark.parametrize("kw", [{"head": "dense"}, {"head": "group_shared"}, {"head": "fixed_fanin"},
+                                {"head": "dense_sparse", "head_size": 10}, {"head": "group_shared", "hidden": 0}],
+                         ids=["dense", "group_shared", "fixed_fanin", "dense_sparse", "group_shared-no-encoder"])
+def test_label_vectors_score_as_the_model(padded, kw):
+    # h·Wᵀ + b in label order equals the model's own logits, slot_logits(h)[:, slot_of_label]
+    model = padded_model(padded, **kw)
+    W, b = analysis.label_vectors(model)
+    H = analysis.hidden_layer(model, padded.X_test)
+    assert W.shape == (50, model.config.head_in) and b.shape == (50,) and model.training      # mode restored
+    with torch.no_grad():
+        logits = model.slot_logits(torch.from_numpy(H))[:, model.slot_of_label].numpy()
+    np.testing.assert_allclose(H @ W.T + b, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_label_vectors_refuse_mach(padded):
+    with pytest.raises(ConfigError, match="MACH head has no weight vector per label"):
+        analysis.label_vectors(padded_model(padded, head="mach", mach_buckets=8, mach_reps=2))
+
+
+def test_lss_comparison_reports_simhash_and_learned(padded):
+    stages = []
+    rows = analysis.lss_comparison(padded_model(padded, head="group_shared"), padded, n_tables=2, n_bits=3, epochs=1,
+                                   progress=lambda i, n, text: stages.append(i / n))
+    assert [r["index"] for r in rows] == ["SimHash", "learned"] and stages[0] == 0 and stages[-1] == 1
+    assert rows[0]["exact_s"] == rows[1]["exact_s"] and rows[0]["P@1_exact"] == rows[1]["P@1_exact"]   # timed once
+    assert all(r["n_labels"] == 50 and 0 <= r["recall"] <= 1 for r in rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # jobs: training off the script thread
 
@@ -271,7 +314,7 @@ def test_every_page_renders(head):
     at = app(head=head, hidden=64, fanin=16, group=16, method="pca")
     assert_clean(at)
     for name, title in [("data", "Data"), ("train", "Train"), ("label_map", "Label map"),
-                        ("connectivity", "Connectivity"), ("compare", "Compare")]:
+                        ("connectivity", "Connectivity"), ("compare", "Compare"), ("inference", "Fast inference")]:
         page(at, name)
         assert_clean(at)
         assert at.title[0].value == title
@@ -400,6 +443,30 @@ def test_connectivity_shows_dynamic_sparse_training(runs_dir):
     assert any(m.value.startswith("Update 1 at step 2") for m in at.markdown)
 
 
+def test_fast_inference_page(tiny, own_runs_dir):
+    ds, path = tiny
+    at = page(app(), "inference")
+    assert_clean(at)
+    assert "train one on the Train page" in at.info[0].value
+    reg = JobRegistry(own_runs_dir)
+    runs = {}
+    for kw in ({"head": "group_shared", "fanin": 8, "group_size": 8},
+               {"head": "mach", "mach_buckets": 16, "mach_reps": 2}):
+        job = reg.start(TrainConfig(data=str(path), hidden=32, epochs=1, eval_every=0, **kw), ds)
+        job.thread.join(60)
+        assert reg.state(job.run) == "done", read_status(job.run.path)
+        runs[kw["head"]] = job.id
+    at = page(app(inf_model=runs["group_shared"], inf_tables=2, inf_bits=4, inf_epochs=1), "inference")
+    assert_clean(at)
+    at.button(key="build").click().run()
+    assert_clean(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.dataframe[0].value["index"].tolist() == ["SimHash", "learned"] and len(at.get("plotly_chart")) == 1
+    at = page(app(inf_model=runs["mach"]), "inference")
+    assert_clean(at)
+    assert "MACH head has no weight vector" in at.info[0].value
+
+
 def test_a_head_on_the_features_names_them():
     # hidden width "none" (0; the URL holds the shown value): the head reads the input features, and
     # the pages name them, not h0, h1, ...
@@ -491,7 +558,8 @@ def test_a_bad_setting_in_the_url_never_reaches_a_config(own_runs_dir, d):
                          [("model.safetensors", *c[1:]) for c in CHECKPOINT_CASES],
                          ids=[f"config-{c[0]}" for c in STORED_CONFIG_CASES if c[1] is not None] +
                              [f"checkpoint-{c[0]}" for c in CHECKPOINT_CASES])
-@pytest.mark.parametrize("view, key", [("label_map", "map_model"), ("connectivity", "conn_model")])
+@pytest.mark.parametrize("view, key", [("label_map", "map_model"), ("connectivity", "conn_model"),
+                                       ("inference", "inf_model")])
 def test_a_broken_stored_run_is_an_error_box(own_runs_dir, view, key, name, content, words):
     """A run directory without config.json is no run (the store does not list it): that case cannot reach the app."""
     run = RunStore(own_runs_dir).create(TrainConfig(head="group_shared", hidden=64, fanin=16, group_size=16))

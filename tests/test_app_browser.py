@@ -266,6 +266,15 @@ def test_the_app_in_a_browser(server, browser):
     _no_exception(page, "compare")
     _shot(page, "compare")
 
+    # --- fast inference: hash indexes over the stopped run's labels ----------------------------
+    _goto(page, base, "inference", "Fast inference",
+          urlencode({**SETTINGS, "inf_model": run_id, "inf_tables": 8, "inf_bits": 6, "inf_epochs": 1}))
+    page.get_by_role("button", name="Build the indexes").click()
+    page.get_by_text(re.compile(r"test points, L = 2,000 labels")).first.wait_for(timeout=120_000)
+    _wait_running(page)
+    _no_exception(page, "fast inference")
+    _shot(page, "inference")
+
     (SHOTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print("browser timings:", timings)
     # targets: first metrics <= 3 s, label map < 10 s. The job side (first evaluation in the run store)

@@ -17,16 +17,18 @@ st.markdown(
     "**Start here:** pick a dataset in the sidebar (the bundled sample is ready), look at it on **Data**, "
     "train a head on **Train** and watch the metrics live, then see how labels group on **Label map** and "
     "which inputs each group reads on **Connectivity**. **Compare** puts memory and speed of the heads side "
-    "by side. With **dynamic sparse training** (Train page) the index sets move while the model trains: each "
-    "group swaps its weakest inputs for new ones, and Connectivity replays the updates. "
+    "by side, and **Fast inference** puts a trained model's labels in hash tables, so a point scores only "
+    "a few of them. With **dynamic sparse training** (Train page) the index sets move while the model trains: "
+    "each group swaps its weakest inputs for new ones, and Connectivity replays the updates. "
     "The settings in the sidebar live in the URL: copy the address to share exactly this setup."
 )
-cols = st.columns(5)
+cols = st.columns(6)
 for col, (path, label, icon) in zip(cols, [
         ("views/data.py", "Data", ":material/table:"), ("views/train.py", "Train", ":material/monitoring:"),
         ("views/label_map.py", "Label map", ":material/scatter_plot:"),
         ("views/connectivity.py", "Connectivity", ":material/hub:"),
-        ("views/compare.py", "Compare", ":material/compare_arrows:")]):
+        ("views/compare.py", "Compare", ":material/compare_arrows:"),
+        ("views/inference.py", "Fast inference", ":material/bolt:")]):
     col.page_link(path, label=label, icon=icon)
 common.note(
     "Each page opens with a short explanation and the formula behind its numbers. Classroom mode (sidebar) "
