@@ -40,9 +40,8 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError, XMCError
-from .heads import DenseHead, GroupSharedHead, MachHead
 from .heads.mach import decoded_topk
-from .model import SparseInput
+from .model import SparseInput, bounds
 from .train import Trainer
 
 SHARDED = ("dense", "sparse", "mach")      # the model's parts that are split over the ranks
@@ -75,81 +74,14 @@ def leave_process_group():
         dist.destroy_process_group()
 
 
-def bounds(n, rank, world):
-    """The block [lo, hi) of n items that rank `rank` of `world` owns."""
-    return n * rank // world, n * (rank + 1) // world
-
-
 # ---------------------------------------------------------------------------------------------
-# shards: a rank's block of each head, sliced from the whole (identically initialised) head
-
-@torch.no_grad()
-def shard_group_shared(head, g0, g1):
-    """Groups g0 .. g1-1 of a GroupSharedHead, as a GroupSharedHead of (g1-g0)·m slots."""
-    part = GroupSharedHead(head.in_features, (g1 - g0) * head.group_size, head.fanin, head.group_size,
-                           bias=head.bias is not None, idx=head.idx[g0:g1].numpy(), backend=head.backend)
-    part.idx.copy_(head.idx[g0:g1])                       # unsorted rows stay with their weights
-    part.weight.copy_(head.weight[g0:g1])
-    if head.bias is not None:
-        part.bias.copy_(head.bias[g0 * head.group_size:g1 * head.group_size])
-    return part
-
-
-@torch.no_grad()
-def shard_dense(head, l0, l1):
-    """Labels l0 .. l1-1 of a DenseHead."""
-    part = DenseHead(head.in_features, l1 - l0, bias=head.bias is not None)
-    part.weight.copy_(head.weight[l0:l1])
-    if head.bias is not None:
-        part.bias.copy_(head.bias[l0:l1])
-    return part
-
-
-@torch.no_grad()
-def shard_mach(head, r0, r1):
-    """Repetitions r0 .. r1-1 of a MachHead (their hashes, bucket weights and biases); with
-    independent members, r0 and r1 fall on member bounds."""
-    members = max(1, head.n_members * (r1 - r0) // head.n_reps)          # 1: the shared encoder
-    part = MachHead(head.in_features, head.n_labels, head.n_buckets, r1 - r0, seed=head.seed,
-                    bias=head.bias is not None, members=members)
-    B = head.n_buckets
-    for name in ("bucket_of", "hash_a", "hash_b"):
-        getattr(part, name).copy_(getattr(head, name)[r0:r1])
-    part.weight.copy_(head.weight[r0 * B:r1 * B])
-    if head.bias is not None:
-        part.bias.copy_(head.bias[r0 * B:r1 * B])
-    return part
-
-
-def shard_model(model, rank, world):
-    """Replace each head part of an XMCModel by rank's block of it, in place; returns the model."""
-    what = {"dense part": model.n_dense, "groups": model.sparse and model.sparse.n_groups,
-            "MACH repetitions": model.mach and model.mach.n_reps}
-    for name, n in what.items():
-        if n and n < world:
-            raise ConfigError(f"{world} processes need at least {world} {name} to share, the model has {n}")
-    if model.dense is not None:
-        l0, l1 = bounds(model.dense.n_labels, rank, world)
-        model.dense_first += l0
-        model.dense = shard_dense(model.dense, l0, l1)
-    if model.sparse is not None:
-        g0, g1 = bounds(model.sparse.n_groups, rank, world)
-        model.sparse_first += g0 * model.sparse.group_size
-        model.sparse = shard_group_shared(model.sparse, g0, g1)
-    if model.mach is not None and model.mach.n_members > 1:
-        shard_members(model, rank, world)
-    if model.mach is not None:
-        model.mach = shard_mach(model.mach, *bounds(model.mach.n_reps, rank, world))
-    return model
-
+# a rank's part: its block of each head part (XMCModel(block=...)), and of independent encoders
 
 @torch.no_grad()
 def shard_members(model, rank, world):
-    """Keep rank's block of independent MACH members' encoders (columns of the first layer)."""
-    E, d = model.mach.n_members, model.config.hidden
-    if E % world:
-        raise ConfigError(f"mach_members={E} independent models do not split evenly over {world} processes: "
-                          f"use a multiple of {world}")
+    """Keep rank's block of independent MACH members' encoders (columns of the first layer), in
+    place; the model's MACH head holds those members' repetitions already."""
+    E, d = model.config.mach_members, model.config.hidden
     c0, c1 = (d * e for e in bounds(E, rank, world))
     embed = torch.nn.EmbeddingBag(model.embed.num_embeddings, c1 - c0, mode="sum")
     embed.weight.copy_(model.embed.weight[:, c0:c1])
@@ -238,12 +170,17 @@ class DistributedTrainer(Trainer):
         if not dist.is_initialized():
             raise DistributedError("DistributedTrainer needs a process group: call init_process_group() first")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        super().__init__(config, dataset)
+        super().__init__(config, dataset, block=(self.rank, self.world))
         mach = self.model.mach                               # every repetition's hashes, for decoding
         self.mach_buckets = None if mach is None else gather_rows(mach.bucket_of)
 
+    def memory_share(self):
+        return self.world, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
     def place_model(self, model):
-        return shard_model(model, self.rank, self.world)
+        if model.config.members > 1:
+            shard_members(model, self.rank, self.world)
+        return model
 
     def batch_loss(self, rows):
         h = self.model.encode(SparseInput(self.X_train[rows]))                          # (B, d)
@@ -323,8 +260,7 @@ class DistributedTrainer(Trainer):
 
     def rank_report(self):
         """Per rank: slots or MACH repetitions held, head parameters, resident memory now and at its
-        peak (MB; the peak includes the whole head each rank builds once before keeping its shard);
-        a collective."""
+        peak (MB); a collective."""
         m = self.model
         slots = sum(p.n_labels for p in (m.dense, m.sparse) if p is not None)
         reps = m.mach.n_reps if m.mach is not None else 0

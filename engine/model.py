@@ -112,6 +112,11 @@ class ModelConfig:
         return self.intermediate or self.hidden or self.n_features
 
     @property
+    def n_dense(self):
+        """Labels in the dense part of the head (all of them for the dense head)."""
+        return {"dense": self.n_labels, "dense_sparse": self.head_size}.get(self.head, 0)
+
+    @property
     def group_labels(self):
         """Labels per group of the sparse part (1 for fixed fan-in)."""
         return 1 if self.head == "fixed_fanin" else self.group_size
@@ -140,12 +145,28 @@ def dense_targets(Y, columns, n_columns):
     return y
 
 
+def bounds(n, rank, world):
+    """The block [lo, hi) of n items that rank `rank` of `world` owns."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def _block_of(n, block, what):
+    """rank's block of n parts, for block = (rank, world); world processes need n >= world."""
+    rank, world = block
+    if n < world:
+        raise ConfigError(f"{world} processes need at least {world} {what} to share, the model has {n}")
+    return bounds(n, rank, world)
+
+
 class XMCModel(nn.Module):
     """Encoder and head. `slot_of_label` (L,) places each label in the head's output (sparse
     heads; identity otherwise); `index` (G, k) optionally gives the sparse part's input sets;
-    `cluster_of_label` (L,) gives the auxiliary classifier's meta-labels (with aux_clusters)."""
+    `cluster_of_label` (L,) gives the auxiliary classifier's meta-labels (with aux_clusters).
+    With block=(rank, world) the model holds rank's block of each head part (contiguous whole
+    groups, dense labels, MACH repetitions; engine.distributed), with the numbers the whole model
+    has there, and never builds the whole head."""
 
-    def __init__(self, config: ModelConfig, slot_of_label=None, index=None, cluster_of_label=None):
+    def __init__(self, config: ModelConfig, slot_of_label=None, index=None, cluster_of_label=None, block=None):
         super().__init__()
         self.config = c = config
         L = c.n_labels
@@ -160,21 +181,29 @@ class XMCModel(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
         slot_of_label = np.arange(L) if slot_of_label is None else np.array(slot_of_label, dtype=np.int64)
-        n_dense = {"dense": L, "dense_sparse": c.head_size}.get(c.head, 0)
+        n_dense = c.n_dense
         n_slots = int(slot_of_label.max()) + 1 if c.head in SPARSE_HEADS else L
         m = c.group_labels
         n_slots = n_dense + -(-(n_slots - n_dense) // m) * m                 # whole groups
-        self.dense = DenseHead(c.head_in, n_dense) if n_dense else None
-        self.sparse = (GroupSharedHead(c.head_in, n_slots - n_dense, c.fanin, group_size=m, idx=index,
-                                       seed=c.seed, backend=c.backend) if c.head in SPARSE_HEADS else None)
+        sizes = {"dense part": n_dense, "groups": (n_slots - n_dense) // m if c.head in SPARSE_HEADS else 0,
+                 "MACH repetitions": c.mach_reps if c.head == "mach" else 0}
+        if block is not None and c.members > 1 and c.members % block[1]:
+            raise ConfigError(f"mach_members={c.members} independent models do not split evenly over {block[1]} "
+                              f"processes: use a multiple of {block[1]}")
+        part = {name: (0, n) if block is None else _block_of(n, block, name) for name, n in sizes.items() if n}
+        self.dense = DenseHead(c.head_in, n_dense, block=part["dense part"]) if n_dense else None
+        self.sparse = (GroupSharedHead(c.head_in, n_slots - n_dense, c.fanin, group_size=m, idx=index, seed=c.seed,
+                                       backend=c.backend, block=part["groups"]) if c.head in SPARSE_HEADS else None)
         self.mach = None
         if c.head == "mach":
             from .heads.mach import MachHead
-            self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed, members=c.mach_members)
+            self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed, members=c.mach_members,
+                                 block=part["MACH repetitions"])
         self.n_slots = n_slots
         # the global slots of this model's first dense and first sparse slot: 0 and n_dense for the
-        # whole model; a rank of a distributed run holds a block of each part (engine.distributed)
-        self.dense_first, self.sparse_first = 0, n_dense
+        # whole model, the first of its blocks for a rank of a distributed run
+        self.dense_first = part["dense part"][0] if n_dense else 0
+        self.sparse_first = n_dense + part["groups"][0] * m if self.sparse is not None else n_dense
         self.encoder_columns = None    # a rank's block of independent MACH members: (first unit, all units)
         self.register_buffer("slot_of_label", torch.from_numpy(slot_of_label))  # saved with checkpoints
 

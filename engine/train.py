@@ -211,19 +211,24 @@ def label_layout(config: ModelConfig, X, Y, groups, seed):
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, dataset: Dataset | None = None):
+    """Trains a model of `config` on `dataset` (default: the config's data). block=(rank, world):
+    build only rank's block of the head (engine.distributed.DistributedTrainer)."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset | None = None, block=None):
         self.config = c = config
         self.dataset = ds = dataset if dataset is not None else resolve_data(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
         from .guard import check_memory
-        check_memory(c, ds.n_features, ds.n_labels)                   # refuses what does not fit
+        shards, ranks_here = self.memory_share()
+        check_memory(c, ds.n_features, ds.n_labels, shards=shards, ranks_here=ranks_here)   # refuses what does not fit
         prep = normalize_rows if c.normalize else (lambda X: X)
         self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
         self.inv_propensity = metrics.inv_propensity(ds.Y_train)
         slot_of_label, cluster_of_label = label_layout(model_config, self.X_train, ds.Y_train, c.groups, c.seed)
         with _TORCH_RNG:
             torch.manual_seed(c.seed)
-            self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label)
+            self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label,
+                                  block=block)
             self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
             if self.model.mach is not None:
                 self.model.mach.init_bucket_prior(ds.Y_train)
@@ -245,7 +250,8 @@ class Trainer:
     def centroid_index(self, max_points=20_000):
         """(G, k) input sets of the sparse part: the k largest entries of each group's centroid of
         PIFA embeddings in h-space (the hidden layer the head reads, at initialisation; with no
-        encoder, the input features themselves; PIFA over at most `max_points` training points)."""
+        encoder, the input features themselves; PIFA over at most `max_points` training points).
+        The rows of the model's block of groups, where it holds one."""
         from .grouping import LabelGroups, group_index, pifa
         model, n = self.model, min(self.dataset.n_train, max_points)
         model.eval()
@@ -254,13 +260,15 @@ class Trainer:
         else:
             H = torch.cat([model.encode(SparseInput(self.X_train[s:min(s + 4096, n)]))
                            for s in range(0, n, 4096)]).numpy()
-        n_dense = 0 if model.dense is None else model.dense.n_labels
+        n_dense, m = model.config.n_dense, model.sparse.group_size
         slots = model.slot_of_label.numpy()
         tail = np.flatnonzero(slots >= n_dense)
         tail = tail[np.argsort(slots[tail])]
-        groups = LabelGroups(len(tail), model.sparse.group_size, slots[tail] - n_dense)
+        groups = LabelGroups(len(tail), m, slots[tail] - n_dense)
         scores = pifa(H, self.dataset.Y_train[:n][:, tail], dense=model.embed is not None)
-        return group_index(groups, scores, model.sparse.fanin, how="centroid", seed=self.config.seed)
+        index = group_index(groups, scores, model.sparse.fanin, how="centroid", seed=self.config.seed)
+        g0 = (model.sparse_first - n_dense) // m
+        return index[g0:g0 + model.sparse.n_groups]
 
     @property
     def steps_per_epoch(self):
@@ -356,6 +364,11 @@ class Trainer:
     def save_checkpoint(self, run):
         """Write the model and what resuming needs to `run` (a runs.Run)."""
         run.save_checkpoint(self.model, self)
+
+    def memory_share(self):
+        """(label shards of the head, ranks sharing this machine's memory) for the memory guard:
+        (1, 1) here; a distributed trainer's ranks each hold one shard."""
+        return 1, 1
 
     def own_state(self, state):
         """The part of a whole model's state dict that this trainer's model holds: all of it (a

@@ -15,7 +15,7 @@ import torch
 
 from engine.__main__ import main
 from engine.data import generate
-from engine.distributed import DistributedError, DistributedTrainer, bounds, shard_model
+from engine.distributed import DistributedError, DistributedTrainer, bounds, shard_members
 from engine.heads.mach import decoded_topk
 from engine.errors import ConfigError
 from engine.model import SparseInput
@@ -39,9 +39,18 @@ def tiny():
     return generate(n_points=600, n_features=120, n_labels=171, n_clusters=9, seed=3)
 
 
-def trainer_for(tiny, head, **kw):
+def trainer_for(tiny, head, block=None, **kw):
     aux = {} if head == "mach_members" else dict(aux=1.0, aux_clusters=8)   # members: no shared layer
-    return Trainer(TrainConfig(**{**dict(hidden=64, epochs=1, batch_size=64), **aux, **HEADS[head], **kw}), tiny)
+    return Trainer(TrainConfig(**{**dict(hidden=64, epochs=1, batch_size=64), **aux, **HEADS[head], **kw}), tiny,
+                   block=block)
+
+
+def shard(tiny, head, rank, world):
+    """Rank's part of the model, as a DistributedTrainer builds it (without a process group)."""
+    model = trainer_for(tiny, head, block=(rank, world)).model
+    if model.config.members > 1:
+        shard_members(model, rank, world)
+    return model
 
 
 def test_bounds_cover_every_item_once():
@@ -56,10 +65,12 @@ def test_bounds_cover_every_item_once():
 @pytest.mark.parametrize("head", [h for h in HEADS if h != "mach_members"])
 @pytest.mark.parametrize("world", [2, 3])
 def test_shards_add_up_to_the_whole_head(tiny, head, world):
-    # Σ over ranks of the shards' head losses and gradients = the whole head's, on one hidden batch;
-    # the merged top-k lists = the whole model's top-k (MACH: decoding the concatenated buckets)
+    # each rank builds its block of the head only, with the whole head's numbers there (state
+    # concatenated = the whole state); Σ over ranks of the shards' head losses and gradients = the
+    # whole head's, on one hidden batch; the merged top-k lists = the whole model's top-k (MACH:
+    # decoding the concatenated buckets)
     whole = trainer_for(tiny, head).model
-    shards = [shard_model(trainer_for(tiny, head).model, r, world) for r in range(world)]
+    shards = [shard(tiny, head, r, world) for r in range(world)]
     rows = np.arange(40)
     h = torch.randn(40, whole.config.head_in, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
     Y = tiny.Y_train[rows]
@@ -98,7 +109,7 @@ def test_independent_mach_members_are_whole_models(tiny, world):
     # each rank keeps its members' encoder columns: its loss needs no other rank, the losses add up,
     # its dropout draw is its columns of the whole draw, and the gathered probabilities decode alike
     whole = trainer_for(tiny, "mach_members").model
-    shards = [shard_model(trainer_for(tiny, "mach_members").model, r, world) for r in range(world)]
+    shards = [shard(tiny, "mach_members", r, world) for r in range(world)]
     x, Y = SparseInput(tiny.X_train[:40]), tiny.Y_train[:40]
     state = torch.get_rng_state()
     h = whole.train().encode(x)
@@ -117,7 +128,7 @@ def test_independent_mach_members_are_whole_models(tiny, world):
 
 def test_independent_members_split_evenly(tiny):
     with pytest.raises(ConfigError, match="mach_members=2 independent models do not split evenly over 3"):
-        shard_model(trainer_for(tiny, "mach_members").model, 0, 3)
+        shard(tiny, "mach_members", 0, 3)
     with pytest.raises(ConfigError, match="mach_members must divide mach_reps=4"):
         Trainer(TrainConfig(head="mach", mach_reps=4, mach_members=3), tiny)
     with pytest.raises(ConfigError, match="takes no intermediate layer"):
@@ -125,9 +136,8 @@ def test_independent_members_split_evenly(tiny):
 
 
 def test_shard_refuses_more_ranks_than_parts(tiny):
-    model = trainer_for(tiny, "mach").model
     with pytest.raises(ConfigError, match="4 processes need at least 4 MACH repetitions to share, the model has 3"):
-        shard_model(model, 0, 4)
+        shard(tiny, "mach", 0, 4)
 
 
 def test_distributed_needs_torchrun(monkeypatch, capsys):

@@ -352,6 +352,17 @@ def test_the_estimate_counts_the_head_encoder_and_batch():
     assert check_memory(c, 1000, 500, budget=est["total"]) == est
     with pytest.raises(MemoryBudgetError, match="over the budget"):
         check_memory(c, 1000, 500, budget=est["total"] - 1)
+    # one rank of 4 label shards holds a quarter of the head (and of the eval logits), a whole
+    # encoder; the 2 ranks on this machine share its budget
+    four = estimate_bytes(TrainConfig(head="dense", hidden=64, batch_size=32), (1000, 500), shards=4)
+    assert four["head"] == -(-dense["head"] // 4) and four["encoder"] == dense["encoder"]
+    assert four["eval"] == 1024 * 125 * 4
+    sharded = dict(shards=4, ranks_here=2)
+    assert check_memory(TrainConfig(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"],
+                        **sharded) == four
+    with pytest.raises(MemoryBudgetError, match=r"per process \(1 of 4 label shards; 2 on this machine\)"):
+        check_memory(TrainConfig(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"] - 1,
+                     **sharded)
     # no encoder: no encoder weights, and the densified input batch (B, D) and eval rows (1024, D)
     linear = estimate_bytes(TrainConfig(head="group_shared", hidden=0, fanin=8, group_size=4, batch_size=32),
                             (1000, 500))

@@ -12,8 +12,12 @@ Shapes: X (B, d) -> Z (B, L), L = n_labels <= G·m, G = ceil(L / m) (the last gr
 m = 1 is the plain fixed fan-in layer (every label its own k inputs): same code path.
 Padded labels (l >= L) are never returned and get no gradient.
 
+A head may be built as a block of a larger one (`block`: groups, or labels for DenseHead), for a
+rank of a label-sharded run (engine.distributed): the block's numbers are those of the whole head,
+drawn chunk by chunk (`drawn_rows`), so the whole head is never held.
+
 Order in this file: backends, the autograd Function (forward and backward side by side), the
-functional form (checks, then launch), the nn.Modules, index initialisation.
+functional form (checks, then launch), the nn.Modules, initialisation.
 """
 
 import importlib
@@ -177,10 +181,12 @@ class GroupSharedHead(nn.Module):
 
     group_size=1 is the fixed fan-in head. `idx` (n_groups, fanin) int32 buffer, rows sorted
     at init; `weight` (n_groups, group_size, fanin); `bias` (n_labels,). `backend` holds the
-    resolved backend name ("auto" -> "cpu")."""
+    resolved backend name ("auto" -> "cpu"). With block=(g0, g1) the module holds groups g0..g1-1
+    of the head the other arguments describe (`idx`, if given, is that whole head's), with the
+    numbers the whole head has there; n_labels and n_groups are then the block's."""
 
     def __init__(self, in_features, n_labels, fanin, group_size=1, bias=True, idx=None, seed=0,
-                 backend="auto"):
+                 backend="auto", block=None):
         super().__init__()
         for name, v, lo in (("in_features", in_features, 1), ("n_labels", n_labels, 1),
                             ("fanin", fanin, 1), ("group_size", group_size, 1)):
@@ -191,19 +197,22 @@ class GroupSharedHead(nn.Module):
         self.backend = resolve_backend(backend)
         d, L, k, m = int(in_features), int(n_labels), int(fanin), int(group_size)
         G = -(-L // m)
+        g0, g1 = check_block(block, G, "groups")
+        l0, l1 = g0 * m, min(g1 * m, L)                                # the block's labels
         if idx is None:
-            index = random_index(G, d, k, seed)
+            index = random_index(G, d, k, seed)[g0:g1]
         else:
-            index = np.sort(check_index(idx, d, G, k), axis=1)
-        self.in_features, self.n_labels, self.fanin, self.group_size, self.n_groups = d, L, k, m, G
-        self.register_buffer("idx", torch.from_numpy(index))          # (G, k) int32
+            index = np.sort(check_index(idx, d, G, k)[g0:g1], axis=1)
+        self.in_features, self.n_labels, self.fanin, self.group_size, self.n_groups = d, l1 - l0, k, m, g1 - g0
+        self.register_buffer("idx", torch.from_numpy(np.ascontiguousarray(index)))   # (G, k) int32
         gen = torch.Generator().manual_seed(int(seed))
         bound = 1.0 / math.sqrt(k)                                     # nn.Linear's, with fan-in k
-        self.weight = nn.Parameter(torch.empty(G, m, k).uniform_(-bound, bound, generator=gen))
+        uniform = lambda t: t.uniform_(-bound, bound, generator=gen)
+        self.weight = nn.Parameter(drawn_rows(G, (m, k), (g0, g1), uniform))
         with torch.no_grad():
-            self.weight.view(G * m, k)[L:] = 0                         # padded labels: never used
+            self.weight.view(-1, k)[l1 - l0:] = 0                      # padded labels: never used
         if bias:
-            self.bias = nn.Parameter(torch.empty(L).uniform_(-bound, bound, generator=gen))
+            self.bias = nn.Parameter(drawn_rows(L, (), (l0, l1), uniform))
         else:
             self.register_parameter("bias", None)
 
@@ -234,15 +243,17 @@ class GroupSharedHead(nn.Module):
 
 
 class DenseHead(nn.Module):
-    """The dense baseline: nn.Linear(in_features, n_labels) with the heads' attributes."""
+    """The dense baseline: nn.Linear(in_features, n_labels) with the heads' attributes (and its
+    initialisation, from torch's global generator). With block=(l0, l1): labels l0..l1-1 of it."""
 
-    def __init__(self, in_features, n_labels, bias=True):
+    def __init__(self, in_features, n_labels, bias=True, block=None):
         super().__init__()
         for name, v in (("in_features", in_features), ("n_labels", n_labels)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{name}={v!r}: expected an integer >= 1")
-        self.in_features, self.n_labels = int(in_features), int(n_labels)
-        self.linear = nn.Linear(self.in_features, self.n_labels, bias=bias)
+        l0, l1 = check_block(block, int(n_labels), "labels")
+        self.in_features, self.n_labels = int(in_features), l1 - l0
+        self.linear = linear_block(self.in_features, int(n_labels), (l0, l1), bias)
 
     @property
     def weight(self):                                                  # (L, d)
@@ -264,6 +275,52 @@ class DenseHead(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 # index initialisation
+
+def check_block(block, n, what):
+    """(lo, hi) of a block of n items; None is all of them."""
+    if block is None:
+        return 0, n
+    lo, hi = (int(v) for v in block)
+    if not 0 <= lo < hi <= n:
+        raise ConfigError(f"block {block} of {what} is not within [0, {n}) and non-empty")
+    return lo, hi
+
+
+def drawn_rows(n_rows, row_shape, block, draw, chunk_elems=1 << 22):
+    """Rows block = (lo, hi) of a tensor (n_rows, *row_shape) filled in place by `draw` (e.g.
+    t.uniform_(-b, b, generator=g)), drawn a chunk of rows at a time: the numbers one whole draw
+    gives (torch's CPU generators fill a tensor element by element, in order), the generator left
+    where the whole draw leaves it, and never more than one chunk held besides the block."""
+    lo, hi = block
+    step = max(1, chunk_elems // max(1, math.prod(row_shape)))
+    out = torch.empty(hi - lo, *row_shape)
+    for r0 in range(0, n_rows, step):
+        chunk = draw(torch.empty(min(step, n_rows - r0), *row_shape))
+        a, b = max(r0, lo), min(r0 + chunk.shape[0], hi)
+        if a < b:
+            out[a - lo:b - lo] = chunk[a - r0:b - r0]
+    return out
+
+
+def linear_init(in_features, out_features, block, bias=True):
+    """(weight, bias or None): output rows block = (lo, hi) of nn.Linear(in_features, out_features)
+    as torch initialises it (kaiming-uniform weight, uniform bias), from the global generator."""
+    weight = drawn_rows(out_features, (in_features,), block, lambda t: nn.init.kaiming_uniform_(t, a=math.sqrt(5)))
+    if not bias:
+        return weight, None
+    bound = 1 / math.sqrt(in_features)
+    return weight, drawn_rows(out_features, (), block, lambda t: t.uniform_(-bound, bound))
+
+
+def linear_block(in_features, out_features, block, bias=True):
+    """The nn.Linear of output rows block = (lo, hi) of nn.Linear(in_features, out_features)."""
+    weight, b = linear_init(in_features, out_features, block, bias)
+    linear = nn.Linear(in_features, weight.shape[0], bias=bias, device="meta")   # meta: draws nothing
+    linear.weight = nn.Parameter(weight)
+    if bias:
+        linear.bias = nn.Parameter(b)
+    return linear
+
 
 def random_index(n_groups, in_features, fanin, seed=0, chunk_elems=1 << 24):
     """(n_groups, fanin) int32: per row `fanin` distinct inputs drawn uniformly from

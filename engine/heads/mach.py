@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .group_shared import check_block, drawn_rows, linear_init
 
 PRIME = 2_147_483_647          # 2^31 - 1; a·l + b < 2^62 fits int64
 
@@ -65,9 +66,11 @@ class MachHead(nn.Module):
 
     `linear`: Linear(in_features, n_reps·n_buckets); `bucket_of`: (n_reps, n_labels) int64 buffer.
     forward(h) gives bucket logits (N, R, B); loss(logits, Y) the BCE against bucket targets;
-    scores(logits) the decoded (N, L) label scores; topk(h, k) the best k labels."""
+    scores(logits) the decoded (N, L) label scores; topk(h, k) the best k labels. With
+    block=(r0, r1): repetitions r0..r1-1 of the head (their hashes and weights, the whole head's
+    numbers; with members, whole members)."""
 
-    def __init__(self, in_features, n_labels, n_buckets, n_reps, seed=0, bias=True, members=1):
+    def __init__(self, in_features, n_labels, n_buckets, n_reps, seed=0, bias=True, members=1, block=None):
         super().__init__()
         for name, v, lo in (("in_features", in_features, 1), ("n_labels", n_labels, 1),
                             ("n_buckets", n_buckets, 2), ("n_reps", n_reps, 1), ("members", members, 1)):
@@ -75,24 +78,29 @@ class MachHead(nn.Module):
                 raise ConfigError(f"{name}={v!r}: expected an integer >= {lo}")
         if n_reps % members:
             raise ConfigError(f"members={members} must divide n_reps={n_reps}")
-        self.n_members = int(members)
         if n_labels >= PRIME:
             raise ConfigError(f"n_labels={n_labels}: the hash family needs n_labels < p = {PRIME}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"seed={seed!r}: expected an integer >= 0")
         d, L, B, R = int(in_features), int(n_labels), int(n_buckets), int(n_reps)
-        self.in_features, self.n_labels, self.n_buckets, self.n_reps, self.seed = d, L, B, R, int(seed)
-        bucket_of, a, b = universal_hashes(L, B, R, seed)
-        self.register_buffer("bucket_of", torch.from_numpy(bucket_of))     # (R, L) int64
-        self.register_buffer("hash_a", torch.from_numpy(a))                # (R,)
-        self.register_buffer("hash_b", torch.from_numpy(b))                # (R,)
-        gen = torch.Generator().manual_seed(int(seed))
-        self.linear = nn.Linear(d, R * B, bias=bias)
+        r0, r1 = check_block(block, R, "repetitions")
+        per_member = R // members
+        if members > 1 and (r0 % per_member or r1 % per_member):
+            raise ConfigError(f"block {block} of repetitions splits a member ({per_member} repetitions each)")
+        self.n_members = max(1, members * (r1 - r0) // R)
+        self.in_features, self.n_labels, self.n_buckets, self.n_reps, self.seed = d, L, B, r1 - r0, int(seed)
+        bucket_of, a, b = (v[r0:r1] for v in universal_hashes(L, B, R, seed))
+        self.register_buffer("bucket_of", torch.from_numpy(np.ascontiguousarray(bucket_of)))   # (R, L) int64
+        self.register_buffer("hash_a", torch.from_numpy(np.ascontiguousarray(a)))              # (R,)
+        self.register_buffer("hash_b", torch.from_numpy(np.ascontiguousarray(b)))              # (R,)
+        linear_init(d, R * B, (0, 0), bias)        # draws what nn.Linear(d, R·B) draws from the global
+        gen = torch.Generator().manual_seed(int(seed))    # generator (and keeps none of it), as ever
         bound = d ** -0.5                                                  # nn.Linear's init, seeded
-        with torch.no_grad():
-            self.linear.weight.uniform_(-bound, bound, generator=gen)
-            if bias:
-                self.linear.bias.uniform_(-bound, bound, generator=gen)
+        uniform = lambda t: t.uniform_(-bound, bound, generator=gen)
+        self.linear = nn.Linear(d, (r1 - r0) * B, bias=bias, device="meta")
+        self.linear.weight = nn.Parameter(drawn_rows(R * B, (d,), (r0 * B, r1 * B), uniform))
+        if bias:
+            self.linear.bias = nn.Parameter(drawn_rows(R * B, (), (r0 * B, r1 * B), uniform))
 
     @property
     def weight(self):                                                  # (R·B, d)
