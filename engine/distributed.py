@@ -115,19 +115,27 @@ def rank_counts(n):
     return [int(c) for c in out]
 
 
-def gather_rows(t):
-    """Concatenate along dim 0 the tensors of every rank (their row counts may differ)."""
+def gather_rows(t, to=None):
+    """Concatenate along dim 0 the tensors of every rank (their row counts may differ), on every
+    rank; with `to`, on rank `to` only (None elsewhere), so the others never hold the whole."""
     n = rank_counts(t.shape[0])
     padded = torch.zeros((max(n),) + t.shape[1:], dtype=t.dtype)
     padded[:t.shape[0]] = t
-    out = [torch.empty_like(padded) for _ in n]
-    dist.all_gather(out, padded.contiguous())
+    if to is None:
+        out = [torch.empty_like(padded) for _ in n]
+        dist.all_gather(out, padded)
+    else:
+        out = [torch.empty_like(padded) for _ in n] if dist.get_rank() == to else None
+        dist.gather(padded, out, dst=to)
+        if out is None:
+            return None
     return torch.cat([o[:c] for o, c in zip(out, n)])
 
 
-def gather_along(t, dim):
+def gather_along(t, dim, to=None):
     """gather_rows along dimension `dim`."""
-    return gather_rows(t.transpose(0, dim).contiguous()).transpose(0, dim).contiguous()
+    whole = gather_rows(t.transpose(0, dim).contiguous(), to)
+    return None if whole is None else whole.transpose(0, dim).contiguous()
 
 
 def own_block(full, mine, dim):
@@ -212,13 +220,14 @@ class DistributedTrainer(Trainer):
         best = torch.topk(scores, k, dim=1).indices
         return labels.gather(1, best)
 
-    def full_state(self):
+    def full_state(self, to=None):
         """The whole model's state dict (every rank's shards concatenated, in rank order), as one
-        process would save it; a collective: every rank calls it, all get the result."""
+        process would save it; a collective: every rank calls it, all get the result (with `to`,
+        rank `to` only: the others get None for the sharded tensors)."""
         out = {}
         for name, t in self.model.state_dict().items():
             dim, t = shard_dim(self.model, name), t.detach()
-            out[name] = t if dim is None else gather_along(t, dim)
+            out[name] = t if dim is None else gather_along(t, dim, to)
         return out
 
     def own_state(self, state):
@@ -239,12 +248,12 @@ class DistributedTrainer(Trainer):
                 out[key] = shard_dim(self.model, names[int(parts[1])]), params[int(parts[1])]
         return out
 
-    def checkpoint_state(self):
+    def checkpoint_state(self, to=None):
         """Trainer.checkpoint_state with the sharded parameters' Adam moments gathered: what one
-        process would write (a collective)."""
+        process would write (a collective; with `to`, gathered on rank `to` only)."""
         tensors, meta = super().checkpoint_state()
         sharded = self.sharded_moments(tensors)
-        return {k: gather_along(t, sharded[k][0]) if k in sharded else t for k, t in tensors.items()}, meta
+        return {k: gather_along(t, sharded[k][0], to) if k in sharded else t for k, t in tensors.items()}, meta
 
     def restore(self, tensors, meta):
         """Trainer.restore from a whole run's checkpoint: this rank keeps its block of the moments."""
@@ -254,7 +263,7 @@ class DistributedTrainer(Trainer):
 
     def save_checkpoint(self, run):
         """The gathered weights and optimizer state, written by rank 0 (a collective)."""
-        state, trainer_state = self.full_state(), self.checkpoint_state()
+        state, trainer_state = self.full_state(to=0), self.checkpoint_state(to=0)
         if self.rank == 0:
             run.save_state(state, trainer_state)
 
