@@ -182,8 +182,8 @@ class DistributedTrainer(Trainer):
         mach = self.model.mach                               # every repetition's hashes, for decoding
         self.mach_buckets = None if mach is None else gather_rows(mach.bucket_of)
 
-    def memory_share(self):
-        return self.world, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    def ranks_here(self):
+        return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
     def place_model(self, model):
         if model.config.members > 1:
@@ -232,20 +232,23 @@ class DistributedTrainer(Trainer):
 
     def own_state(self, state):
         """This rank's block of a whole model's state dict (a collective)."""
-        mine = self.model.state_dict()
-        return {name: t if name not in mine or shard_dim(self.model, name) is None
-                else own_block(t, mine[name], shard_dim(self.model, name)) for name, t in state.items()}
+        mine, out = self.model.state_dict(), {}
+        for name, t in state.items():
+            dim = shard_dim(self.model, name) if name in mine else None
+            out[name] = t if dim is None else own_block(t, mine[name], dim)
+        return out
 
     def sharded_moments(self, tensors):
-        """{key: (dim, this rank's parameter)} of the Adam moments in `tensors` ("optim/<i>/<name>")
-        that are split over the ranks with their parameter."""
-        names, params = zip(*self.model.named_parameters())
+        """{key: (dim, this rank's parameter)} of the Adam moments in `tensors` ("optim/<i>/<name>",
+        as Trainer.checkpoint_state names them) that are split over the ranks with their parameter."""
+        sharded = {f"optim/{i}/": (shard_dim(self.model, name), p)
+                   for i, (name, p) in enumerate(self.model.named_parameters())
+                   if shard_dim(self.model, name) is not None}
         out = {}
         for key, t in tensors.items():
-            parts = key.split("/")
-            if parts[0] == "optim" and len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(params) \
-                    and t.dim() and shard_dim(self.model, names[int(parts[1])]) is not None:
-                out[key] = shard_dim(self.model, names[int(parts[1])]), params[int(parts[1])]
+            owner = sharded.get(key.rpartition("/")[0] + "/")
+            if owner is not None and t.dim():
+                out[key] = owner
         return out
 
     def checkpoint_state(self, to=None):

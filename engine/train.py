@@ -219,8 +219,8 @@ class Trainer:
         self.dataset = ds = dataset if dataset is not None else resolve_data(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
         from .guard import check_memory
-        shards, ranks_here = self.memory_share()
-        check_memory(c, ds.n_features, ds.n_labels, shards=shards, ranks_here=ranks_here)   # refuses what does not fit
+        check_memory(c, ds.n_features, ds.n_labels, shards=1 if block is None else block[1],
+                     ranks_here=self.ranks_here())                      # refuses what does not fit
         prep = normalize_rows if c.normalize else (lambda X: X)
         self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
         self.inv_propensity = metrics.inv_propensity(ds.Y_train)
@@ -365,10 +365,9 @@ class Trainer:
         """Write the model and what resuming needs to `run` (a runs.Run)."""
         run.save_checkpoint(self.model, self)
 
-    def memory_share(self):
-        """(label shards of the head, ranks sharing this machine's memory) for the memory guard:
-        (1, 1) here; a distributed trainer's ranks each hold one shard."""
-        return 1, 1
+    def ranks_here(self):
+        """Processes sharing this machine's memory (for the memory guard): 1 here."""
+        return 1
 
     def own_state(self, state):
         """The part of a whole model's state dict that this trainer's model holds: all of it (a

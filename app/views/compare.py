@@ -23,6 +23,7 @@ ds, ref = common.dataset_or_stop()
 st.subheader("Memory per head")
 try:
     base = common.train_config(ref)
+    d = base.model_config(ds.n_features, ds.n_labels).head_in               # the width the head reads
     variants = analysis.head_variants(base)
     analytic = {h: analysis.memory_estimate(c, ds.n_features, ds.n_labels) for h, c in variants.items()}
 except ConfigError as e:
@@ -47,7 +48,7 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, key="memory_table")
 st.plotly_chart(figures.memory_bars({common.HEAD_NAMES.get(h, h): a for h, a in analytic.items()},
                                     {common.HEAD_NAMES.get(h, h): m for h, m in measured.items()} if measured else None),
                 key="memory_bars")
-st.caption(f"d = {base.hidden or ds.n_features}, L = {ds.n_labels:,}, k = {base.fanin}, m = {base.group_size}, B = {base.batch_size}, "
+st.caption(f"d = {d}, L = {ds.n_labels:,}, k = {base.fanin}, m = {base.group_size}, B = {base.batch_size}, "
            "float32 weights, int32 indices. Measured: bytes of the real parameter, index, gradient, Adam-state "
            "and logit tensors after one step.")
 
@@ -65,8 +66,7 @@ if st.button("Run the benchmark", key="run_bench", type="primary", disabled=not 
     bar = st.progress(0.0, text="starting ...")
     try:
         ss.bench_rows = analysis.run_bench(sorted(counts), progress=lambda i, n, t: bar.progress(i / n, text=t),
-                                      batch=batch, in_features=base.hidden or ds.n_features,
-                                      fanin=min(base.fanin, base.hidden or ds.n_features),
+                                      batch=batch, in_features=d, fanin=min(base.fanin, d),
                                       group_size=base.group_size, repeats=repeats)
     except (XMCError, ValueError, AssertionError) as e:
         st.error(f"The benchmark stopped: {e}")
