@@ -48,7 +48,7 @@ def format_scores(record):
 
 def train_settings(args):
     """The TrainConfig fields given on the command line."""
-    from .train import TrainConfig
+    from .config import TrainConfig
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return {k: v for k, v in vars(args).items() if k in fields and v is not None}
 
@@ -88,7 +88,8 @@ def new_trainer(args):
     """(trainer, run) of a new run; with --distributed, this rank's trainer, and the run on rank 0
     only (None elsewhere)."""
     from .runs import RunStore
-    from .train import TrainConfig, Trainer
+    from .config import TrainConfig
+    from .train import Trainer
     config = TrainConfig(**train_settings(args))
     if not args.distributed:
         return Trainer(config), RunStore(args.runs).create(config)
@@ -143,7 +144,8 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .runs import Run, RunNotFoundError
+    from .errors import RunNotFoundError
+    from .runs import Run
     from .train import Trainer
     run = Run(args.run)
     if not run.path.is_dir():
@@ -240,7 +242,7 @@ def build_parser():
     t.add_argument("--resume", metavar="RUN", help="continue runs/<id> from its last checkpoint, with its own config")
     t.add_argument("--distributed", action="store_true",
                    help="label-sharded over the processes of torchrun: torchrun --nproc_per_node=N -m engine train ...")
-    from .train import TrainConfig
+    from .config import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
         t.add_argument("--" + f.name.replace("_", "-"), type=kind, help=f"default {f.default}")

@@ -21,3 +21,15 @@ class DatasetFormatError(XMCError, ValueError):
 
 class ConfigError(XMCError, ValueError):
     """A setting is out of range or inconsistent; raised before anything is allocated."""
+
+
+class DivergenceError(XMCError):
+    """The loss became NaN or inf: training stopped; the last good checkpoint is kept."""
+
+
+class RunNotFoundError(XMCError):
+    """A run directory, its config or its checkpoint is missing."""
+
+
+class CheckpointError(XMCError):
+    """A checkpoint is missing, not a safetensors file, or does not fit the model / config."""

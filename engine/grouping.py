@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
+from .config import GROUPED_HEADS, ModelConfig
 from .errors import ConfigError
 from .heads.group_shared import random_index
 
@@ -561,3 +562,45 @@ def group_index(groups, scores, fanin, how="centroid", seed=0):
         out[g0:g0 + C.shape[0]] = _top_k(C, k, rng)
     out.sort(axis=1)
     return out
+
+
+def label_layout(config: ModelConfig, X, Y, groups, seed):
+    """(slot_of_label (L,), cluster_of_label (L,) or None) for a model config and training data.
+
+    Sparse parts place labels group by group: `groups` "random" or "clustered" (balanced
+    hierarchical 2-means on PIFA embeddings); dense_sparse puts the `head_size` most frequent
+    labels first, in the dense part."""
+    L = config.n_labels
+    needs_pifa = config.aux_clusters or (groups == "clustered" and config.head in GROUPED_HEADS)
+    emb = pifa(X, Y) if needs_pifa else None
+    cluster_of_label = None
+    if config.aux_clusters:
+        size = -(-L // config.aux_clusters)
+        cluster_of_label = balanced_groups(emb, size, seed=seed).group_of_label
+    if config.head not in GROUPED_HEADS:
+        return None, cluster_of_label
+    counts = np.asarray(Y.sum(axis=0)).ravel()
+    n_dense = config.head_size if config.head == "dense_sparse" else 0
+    by_frequency = np.argsort(-counts, kind="stable")
+    dense_labels, tail = by_frequency[:n_dense], np.sort(by_frequency[n_dense:])
+    if groups == "clustered":
+        tail_groups = balanced_groups(emb[tail], config.group_size, seed=seed)
+    else:
+        tail_groups = random_groups(len(tail), config.group_size, seed=seed)
+    slot_of_label = np.empty(L, dtype=np.int64)
+    slot_of_label[dense_labels] = np.arange(n_dense)
+    slot_of_label[tail] = n_dense + tail_groups.slot_of_label
+    return slot_of_label, cluster_of_label
+
+def centroid_index(H, Y, slot_of_label, n_dense, group_size, fanin, seed=0):
+    """(G, k) input sets of a model's sparse part: the k largest entries of each group's centroid of
+    PIFA embeddings of its labels in the space H the head reads.
+
+    H: (n, d) the head's inputs of n training points (dense, or the sparse features with no encoder),
+    Y: (n, L) their labels, slot_of_label: (L,) the model's slots (the n_dense dense slots first, then
+    G groups of group_size slots)."""
+    tail = np.flatnonzero(slot_of_label >= n_dense)
+    tail = tail[np.argsort(slot_of_label[tail])]
+    groups = LabelGroups(len(tail), group_size, slot_of_label[tail] - n_dense)
+    scores = pifa(H, Y[:, tail], dense=not sp.issparse(H))
+    return group_index(groups, scores, fanin, how="centroid", seed=seed)

@@ -9,7 +9,7 @@ Here d is the head's input width, L the labels, k the fan-in, m the group size,
 G = ⌈L/m⌉ the groups, R·B MACH's repetitions × buckets, B (batch) the points per step.
 """
 
-from .model import ModelConfig
+from .config import ModelConfig
 
 FLOAT, INDEX = 4, 4
 

@@ -27,99 +27,14 @@ encoder through a dense path while the sparse head is still poor:
     loss = BCE(Z, Y) + w_aux(t) · BCE(h · Aᵀ + a, Y_meta)
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import SPARSE_HEADS, ModelConfig
 from .errors import ConfigError
 from .heads import DenseHead, GroupSharedHead, fused_bce_loss, fused_topk, slot_labels
-
-
-HEADS = ("dense", "fixed_fanin", "group_shared", "dense_sparse", "mach")
-SPARSE_HEADS = ("fixed_fanin", "group_shared", "dense_sparse")
-
-
-@dataclass
-class ModelConfig:
-    n_features: int
-    n_labels: int
-    hidden: int = 512          # width of the encoder's hidden layer; 0 = no encoder (the head reads X)
-    intermediate: int = 0      # width of the penultimate layer before the head; 0 = none
-    head: str = "dense"        # one of HEADS
-    fanin: int = 64            # k: inputs per label (sparse heads)
-    group_size: int = 32       # m: labels sharing one input set (group_shared, dense_sparse)
-    head_size: int = 100       # dense_sparse: labels in the dense part (the most frequent)
-    mach_buckets: int = 256    # mach: B buckets per repetition
-    mach_reps: int = 4         # mach: R repetitions
-    mach_members: int = 1      # mach: independent models the R repetitions form, each its own encoder
-    aux_clusters: int = 0      # label clusters of the auxiliary classifier; 0 = none
-    dropout: float = 0.3
-    backend: str = "auto"      # kernel backend of the sparse heads
-    seed: int = 0              # seeds the random index sets and hashes of the heads
-
-    def __post_init__(self):
-        if self.head not in HEADS:
-            raise ConfigError(f"head must be one of {HEADS}, got {self.head!r}")
-        for name in ("n_features", "n_labels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("hidden", "intermediate"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (0 = none), got {getattr(self, name)}")
-        if self.hidden == 0 and self.intermediate:
-            raise ConfigError(f"intermediate={self.intermediate} needs an encoder: hidden=0 means the head "
-                              f"reads the input features")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.head in SPARSE_HEADS and not 1 <= self.fanin <= self.head_in:
-            raise ConfigError(f"fanin must be in [1, {self.head_in}] (the head's input width), got {self.fanin}")
-        if self.head in ("group_shared", "dense_sparse") and self.group_size < 1:
-            raise ConfigError(f"group_size must be >= 1, got {self.group_size}")
-        if self.head == "dense_sparse" and not 1 <= self.head_size < self.n_labels:
-            raise ConfigError(f"head_size must be in [1, {self.n_labels - 1}] (labels in the dense part), "
-                              f"got {self.head_size}")
-        if self.head == "mach" and self.mach_buckets < 2:
-            raise ConfigError(f"mach_buckets must be >= 2, got {self.mach_buckets}")
-        if self.head == "mach" and self.mach_reps < 1:
-            raise ConfigError(f"mach_reps must be >= 1, got {self.mach_reps}")
-        if self.head == "mach" and (self.mach_members < 1 or self.mach_reps % self.mach_members):
-            raise ConfigError(f"mach_members must divide mach_reps={self.mach_reps} (1 = one shared encoder), "
-                              f"got {self.mach_members}")
-        if self.members > 1 and not self.hidden:
-            raise ConfigError(f"mach_members={self.mach_members} (independent encoders) needs hidden >= 1")
-        if self.members > 1 and (self.intermediate or self.aux_clusters):
-            raise ConfigError(f"mach_members={self.mach_members} (independent encoders) takes no intermediate "
-                              f"layer and no auxiliary objective")
-        if not 0 <= self.aux_clusters <= self.n_labels:
-            raise ConfigError(f"aux_clusters must be in [0, {self.n_labels}] (0 = none), got {self.aux_clusters}")
-
-    @property
-    def members(self):
-        """Independent encoders side by side (MACH members; 1 for every other head)."""
-        return self.mach_members if self.head == "mach" else 1
-
-    @property
-    def encoder_width(self):
-        """Units of the encoder's hidden layer: hidden per member."""
-        return self.hidden * self.members
-
-    @property
-    def head_in(self):
-        """Width of the layer the head reads (the D features when there is no encoder)."""
-        return self.intermediate or self.hidden or self.n_features
-
-    @property
-    def n_dense(self):
-        """Labels in the dense part of the head (all of them for the dense head)."""
-        return {"dense": self.n_labels, "dense_sparse": self.head_size}.get(self.head, 0)
-
-    @property
-    def group_labels(self):
-        """Labels per group of the sparse part (1 for fixed fan-in)."""
-        return 1 if self.head == "fixed_fanin" else self.group_size
 
 
 class SparseInput:

@@ -22,23 +22,15 @@ import os
 import time
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import ConfigError, XMCError
-from .train import TrainConfig
+from .checkpoint import read_checkpoint
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, RunNotFoundError, XMCError
 
 CHECKPOINT = "model.safetensors"
 TRAINER_PREFIX = "trainer/"
 META_KEY = "xmc_trainer"
-
-
-class RunNotFoundError(XMCError):
-    pass
-
-
-class CheckpointError(XMCError):
-    """A checkpoint is missing, not a safetensors file, or does not fit the model / config."""
 
 
 def _atomic_write(path, write):
@@ -47,39 +39,6 @@ def _atomic_write(path, write):
     with open(tmp, "rb+") as f:          # the bytes are on disk before the name points at them
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def read_checkpoint(path):
-    """(tensors, metadata) of a safetensors file; CheckpointError for anything else, pickles included.
-
-    Nothing in the file is executed (nothing here unpickles): a file that does not open like
-    safetensors (an 8-byte little-endian header size that fits the file, then the header's "{") but
-    carries the pickle or zip (torch.save) magic is named as such; then safetensors parses its JSON
-    header and copies the raw tensor bytes. (A safetensors header size may itself start with the
-    pickle byte 0x80.)"""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head, size = f.read(9), os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, expected a safetensors checkpoint") from None
-    safetensors_like = len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
-    if not safetensors_like and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
-        raise CheckpointError(f"{path}: is a pickle / torch.save file, not safetensors; refused "
-                              f"(loading a pickle can run arbitrary code)")
-    if len(head) < 8:
-        raise CheckpointError(f"{path}: not a safetensors checkpoint (truncated: {len(head)} bytes)")
-    try:
-        tensors = {}
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            for key in f.keys():
-                tensors[key] = f.get_tensor(key)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({e})") from None
-    return tensors, meta
 
 
 def _check_indices(model, path):

@@ -22,7 +22,7 @@ import numba
 import pytest
 import torch
 
-from engine.runs import Run
+from engine import Run
 
 from app.jobs import default_threads, limit_threads, read_status
 from test_reliability import solo_records, strip

@@ -15,8 +15,8 @@ from engine.__main__ import main
 from engine.data import load_dataset
 from engine.errors import ConfigError, DatasetFormatError, XMCError
 from engine.guard import MemoryBudgetError
-from engine.runs import CheckpointError, Run, RunNotFoundError, RunStore
-from engine.train import TrainConfig
+from engine import CheckpointError, Run, RunNotFoundError, RunStore
+from engine import TrainConfig
 
 OK_TRAIN = b"4 5 3\n0 1:1 2:0.5\n1,2 0:1\n 3:0.25\n2 4:1\n"
 OK_TEST = b"2 5 3\n0 1:1\n2 4:0.5\n"
@@ -244,7 +244,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
-    run = RunStore(tmp_path).create(TrainConfig(hidden=16, epochs=1))
+    run = RunStore(tmp_path).create(TrainConfig(head="dense", hidden=16, epochs=1))
     assert main(["train", "--resume", str(run.path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "model.safetensors: no checkpoint found" in err

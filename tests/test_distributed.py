@@ -19,7 +19,7 @@ from engine.distributed import DistributedError, DistributedTrainer, bounds, sha
 from engine.heads.mach import decoded_topk
 from engine.errors import ConfigError
 from engine.model import SparseInput
-from engine.train import TrainConfig, Trainer
+from engine import TrainConfig, Trainer
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 HEADS = {

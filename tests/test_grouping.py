@@ -10,7 +10,8 @@ from engine.data import generate, load_dataset
 from engine.errors import ConfigError
 from engine.grouping import (LabelGroups, balanced_groups, group_centroids, group_index,
                              labels_without_positives, pifa, random_groups, top_inputs)
-from engine.train import TrainConfig, label_layout
+from engine import TrainConfig
+from engine.grouping import label_layout
 
 from shared_data import DATASETS
 

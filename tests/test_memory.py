@@ -3,7 +3,7 @@
 import pytest
 
 from engine.memory import head_memory
-from engine.model import ModelConfig, XMCModel
+from engine import ModelConfig, XMCModel
 
 
 @pytest.mark.parametrize("kw", [

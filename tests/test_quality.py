@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.train import TrainConfig, Trainer
+from engine import TrainConfig, Trainer
 
 from shared_data import DATASETS
 

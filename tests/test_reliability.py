@@ -28,8 +28,8 @@ from engine.data import Dataset, generate, save_dataset
 from engine.errors import XMCError
 from engine.guard import ENV, MemoryBudgetError, check_memory, estimate_bytes
 from engine.memory import head_memory
-from engine.runs import CheckpointError, Run, RunStore
-from engine.train import DivergenceError, TrainConfig, Trainer
+from engine import CheckpointError, Run, RunStore
+from engine import DivergenceError, TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def test_resume_refuses_another_config_and_weights_only_checkpoints(tiny, tmp_pa
     ("trainer/rng/torch", None, "RNG state"),
 ], ids=["idx-out-of-range", "slot-negative", "rng-wrong-shape"])
 def test_tampered_checkpoint_tensors_are_refused(tiny, tmp_path, key, value, words):
-    from engine.runs import read_checkpoint
+    from engine.checkpoint import read_checkpoint
     trainer = Trainer(config(head="group_shared"), tiny)
     run = RunStore(tmp_path).create(trainer.config)
     consume(trainer, run, limit=4)
@@ -252,7 +252,7 @@ def test_a_pickle_in_place_of_the_checkpoint_is_refused_and_runs_nothing(tiny, t
 def test_a_checkpoint_whose_header_size_starts_with_the_pickle_byte_loads(tmp_path):
     # safetensors begins with its header's size (8 bytes, little-endian): 1 size in 32 starts with
     # 0x80, the pickle magic; such a checkpoint is safetensors all the same and must load
-    from engine.runs import read_checkpoint
+    from engine.checkpoint import read_checkpoint
     path = tmp_path / "model.safetensors"
     for pad in range(256):
         save_file({"w": torch.ones(3)}, str(path), metadata={"pad": "x" * pad})

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from engine.data import generate
-from engine.errors import ConfigError
-from engine.model import ModelConfig, SparseInput, XMCModel
-from engine.runs import Run, RunStore
-from engine.train import TrainConfig, Trainer
+from engine import ConfigError, ModelConfig, Run, RunStore, TrainConfig, Trainer, XMCModel
+from engine.model import SparseInput
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +203,7 @@ def test_config_dict_round_trip():
 
 
 def test_empty_feature_rows_encode_to_bias(tiny):
-    model = XMCModel(ModelConfig(n_features=60, n_labels=50, hidden=8, dropout=0.0))
+    model = XMCModel(ModelConfig(n_features=60, n_labels=50, head="dense", hidden=8, dropout=0.0))
     X = tiny.X_train[:3].copy()
     X.data[:] = 0
     X.eliminate_zeros()
