@@ -12,7 +12,6 @@ a job keeps `status.json` in the run directory: state (starting, running, paused
 stopped, failed), the error message of a failed run, and the sizes the app shows.
 """
 
-import itertools
 import json
 import os
 import sys
@@ -127,6 +126,28 @@ class Job:
         self.state = state
         write_status(self.run.path, state=state, **extra)
 
+    def _consume(self, trainer):
+        """Let the trainer's records into the run store, pausing and stopping between two of them
+        (with first_eval, a first point at step 0: metrics show at once); "done" or "stopped"."""
+        self._wait_while_paused()
+        if self._stop.is_set():
+            return "stopped"
+        for record in trainer.recorded(self.run, first_eval=self.first_eval):
+            time.sleep(0)                             # hand the GIL to the page's script thread
+            self._timed(record)
+            self._wait_while_paused()
+            if self._stop.is_set():
+                return "stopped"
+        return "done"
+
+    def _timed(self, record):
+        """Note when the first record and the first evaluation reached the store."""
+        now = time.perf_counter() - self.started
+        if self.first_record_s is None:
+            self.first_record_s = now
+        if record["kind"] == "eval" and self.first_eval_s is None:
+            self.first_eval_s = now
+
     def _work(self):
         trainer, state = None, "failed"
         try:
@@ -137,27 +158,7 @@ class Job:
             self._set_state("running", n_features=ds.n_features, n_labels=ds.n_labels, dataset=ds.name,
                             head_params=sum(p.numel() for m in head_modules(model) for p in m.parameters()),
                             total_steps=trainer.total_steps)
-            records = trainer.run()
-            if self.first_eval:                       # a first point at step 0: metrics show at once
-                records = itertools.chain([trainer.eval_record()], records)
-            records = iter(records)
-            while True:
-                self._wait_while_paused()
-                if self._stop.is_set():
-                    state = "stopped"
-                    break
-                record = next(records, None)
-                if record is None:
-                    state = "done"
-                    break
-                self.run.append(record)
-                time.sleep(0)                         # hand the GIL to the page's script thread
-                if self.first_record_s is None:
-                    self.first_record_s = time.perf_counter() - self.started
-                if record.get("kind") == "eval":
-                    if self.first_eval_s is None:
-                        self.first_eval_s = time.perf_counter() - self.started
-                    self.run.save_checkpoint(trainer.model, trainer)
+            state = self._consume(trainer)
         except XMCError as e:                         # a bad setting: the message says which
             self.error = str(e)
         except Exception as e:                        # noqa: BLE001 - the job thread reports, never raises

@@ -114,16 +114,13 @@ def cmd_train(args):
               f"Adam state and logits{' (the whole head)' if args.distributed else ''}", flush=True)
     t0, first, last_eval = time.perf_counter(), trainer.step, None
     with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True, disable=not lead) as bar:
-        for record in trainer.run():
-            if lead:
-                run.append(record)
+        for record in trainer.recorded(run):
             if record["kind"] == "step":
                 bar.update(1)
                 bar.set_postfix(epoch=record["epoch"], loss=f"{record['loss']:.3f}",
                                 **({"P@1": f"{100 * last_eval['P@1']:.2f}"} if last_eval else {}))
             elif record["kind"] == "eval":
                 last_eval = record
-                trainer.save_checkpoint(run)
     elapsed = time.perf_counter() - t0
     ranks = None
     if args.distributed:
@@ -227,6 +224,14 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{' '.join(message.split())} (see {self.prog} --help)")
 
 
+def add_setting(parser, f):
+    """The flag of a config field, from its declaration (engine.config): type, choices, help, default."""
+    m = f.metadata
+    kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
+    parser.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=m["choices"],
+                        help=f"{m['help']}{'; ' + m['zero'] if m['zero'] else ''} (default {f.default})")
+
+
 def build_parser():
     p = Parser(prog="python -m engine", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -244,8 +249,7 @@ def build_parser():
                    help="label-sharded over the processes of torchrun: torchrun --nproc_per_node=N -m engine train ...")
     from .config import TrainConfig
     for f in dataclasses.fields(TrainConfig):
-        kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
-        t.add_argument("--" + f.name.replace("_", "-"), type=kind, help=f"default {f.default}")
+        add_setting(t, f)
 
     e = sub.add_parser("eval", help="evaluate a stored run's checkpoint on the test split")
     e.add_argument("--run", required=True, help="run directory, e.g. runs/<id>")

@@ -199,9 +199,9 @@ class TrainConfig(ModelSettings):
                               "swap fraction ζ", above=0.0, below=1.0, ui=(0.05, 0.9))
     dst_until: float = setting(0.75, "fraction of training after which connectivity is frozen", "update until",
                                above=0.0, high=1.0)
-    epochs: int = setting(10, "passes over the training set", "epochs", low=1, ui=(1, 200))
+    epochs: int = setting(20, "passes over the training set", "epochs", low=1, ui=(1, 200))
     batch_size: int = setting(256, "points per step", "batch size", low=1, ui=[32, 64, 128, 256, 512, 1024])
-    lr: float = setting(1e-3, "Adam's learning rate", "learning rate", above=0.0,
+    lr: float = setting(3e-3, "Adam's learning rate", "learning rate", above=0.0,
                         ui=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
     eval_every: int = setting(0, "steps between test evaluations", "evaluate every", low=0,
                               zero="0 = once per epoch", ui=(0, 10000))

@@ -22,6 +22,7 @@ linearly from `aux` to 0 at the fraction `aux_until` of training.
 The same config and seed give the same numbers on the CPU.
 """
 
+import itertools
 import math
 import threading
 import time
@@ -154,6 +155,20 @@ class Trainer:
                     yield self.eval_record()
             self.epoch += 1
             done = 0
+
+    def recorded(self, run, first_eval=False):
+        """run()'s records, each appended to `run` (a runs.Run; None on a process that does not write)
+        as it is yielded, with a checkpoint at every evaluation: the one loop of the CLI and the app's
+        jobs. first_eval: an evaluation before the first step (metrics at step 0)."""
+        records = self.run()
+        if first_eval:
+            records = itertools.chain([self.eval_record()], records)
+        for record in records:
+            if run is not None:
+                run.append(record)
+            if record["kind"] == "eval":
+                self.save_checkpoint(run)
+            yield record
 
     def place_model(self, model):
         """The part of the freshly initialised model this trainer trains: all of it (a rank of a

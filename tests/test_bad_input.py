@@ -209,7 +209,7 @@ CLI_CASES = [
     ("float-word", ["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     ("bool-word", ["train", "--normalize", "maybe"], "expected true or false, got 'maybe'"),
     ("missing-value", ["train", "--head"], "argument --head: expected one argument"),
-    ("head-unknown", ["train", "--head", "bogus"], "head must be one of"),
+    ("head-unknown", ["train", "--head", "bogus"], "argument --head: invalid choice"),
     ("lr-negative", ["train", "--lr", "-1"], "lr must be > 0, got -1.0"),
     ("lr-nan", ["train", "--lr", "nan"], "lr must be a finite number"),
     ("epochs-zero", ["train", "--epochs", "0"], "epochs must be >= 1, got 0"),

@@ -27,7 +27,7 @@ def test_generate_train_eval(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "/nonexistent/dir"], "/nonexistent/dir"),
-    (["train", "--data", "sample", "--head", "bogus"], "head must be one of"),
+    (["train", "--data", "sample", "--head", "bogus"], "argument --head: invalid choice: 'bogus'"),
     (["train", "--data", "sample", "--epochs", "0"], "epochs must be >= 1"),
     (["eval", "--run", "/nonexistent/run"], "/nonexistent/run"),
 ])

@@ -382,7 +382,7 @@ def test_the_guard_lets_small_runs_through_and_the_cli_reports_it(monkeypatch, t
     monkeypatch.setenv(ENV, "1")                         # 1 MB: the tiny model needs more
     save_dataset(tiny, tmp_path / "tiny")
     assert main(["train", "--data", str(tmp_path / "tiny"), "--runs", str(tmp_path / "runs"),
-                 "--hidden", "256", "--epochs", "1"]) == 2
+                 "--head", "dense", "--hidden", "256", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: head 'dense' with 50 labels") and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()              # refused before the run was created
