@@ -8,7 +8,7 @@ routes to the pages in app/views/.
 
 import streamlit as st
 
-from app import common
+from app import sidebar, warmup
 
 st.set_page_config(page_title="XMC lab", page_icon=":material/hub:", layout="wide")
 
@@ -22,6 +22,6 @@ pages = [
     st.Page("views/inference.py", title="Fast inference", icon=":material/bolt:"),
 ]
 page = st.navigation(pages)
-common.sidebar()
-common.warm_up()
+sidebar.sidebar()
+warmup.warm_up()
 page.run()

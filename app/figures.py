@@ -154,7 +154,7 @@ def dst_changes(records):
 # ---------------------------------------------------------------------------------------------
 # compare
 
-PARTS = ("params", "index", "grads", "optimizer", "logits")
+PARTS = ("params", "index", "grads", "optimizer", "logits", "loss")
 
 
 def memory_bars(analytic, measured=None):
@@ -167,7 +167,8 @@ def memory_bars(analytic, measured=None):
     if measured:
         hs = [h for h in heads if h in measured]
         fig.add_trace(go.Scatter(x=hs, y=[measured[h]["total"] / 2**20 for h in hs], mode="markers",
-                                 name="measured total", marker=dict(symbol="diamond", size=13, color="black")))
+                                 name="measured (persistent tensors)",
+                                 marker=dict(symbol="diamond", size=13, color="black")))
     fig.update_yaxes(title="MiB")
     return _layout(fig, "Head memory during training (analytic, by part)", barmode="stack")
 

@@ -22,8 +22,6 @@ from pathlib import Path
 
 from engine import RunStore, Trainer, XMCError
 
-from app.analysis import head_modules
-
 STATUS = "status.json"
 LIVE = ("starting", "running", "paused")
 
@@ -156,7 +154,7 @@ class Job:
             trainer = Trainer(self.config, dataset=self.dataset)
             ds, model = trainer.dataset, trainer.model
             self._set_state("running", n_features=ds.n_features, n_labels=ds.n_labels, dataset=ds.name,
-                            head_params=sum(p.numel() for m in head_modules(model) for p in m.parameters()),
+                            head_params=model.head_params(),
                             total_steps=trainer.total_steps)
             state = self._consume(trainer)
         except XMCError as e:                         # a bad setting: the message says which

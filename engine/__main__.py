@@ -24,17 +24,20 @@ from tqdm import tqdm
 
 from .errors import XMCError
 
-# defaults of `generate` without a preset; `train` takes its defaults from TrainConfig
-GENERATE_DEFAULTS = dict(n_points=4000, n_features=1000, n_labels=2000, n_clusters=50, alpha=1.0,
-                         mean_labels=4.0, mean_features=30.0, test_fraction=0.25, noise=0.1, seed=0)
+
+def generator_fields():
+    """The GeneratorConfig fields that are `generate` flags, with their defaults (the name is the
+    preset's or --out's); `train` takes its flags from TrainConfig."""
+    from .data import GeneratorConfig
+    return [f for f in dataclasses.fields(GeneratorConfig) if f.name != "name"]
 
 
 def cmd_generate(args):
-    from .data import SAMPLE_PRESET, generate, save_dataset
-    params = dict(SAMPLE_PRESET) if args.preset == "sample" else {}
-    params.update({k: v for k, v in vars(args).items() if k in GENERATE_DEFAULTS and v is not None})
+    from .data import GENERATOR_PRESETS, generate, save_dataset
+    params = dict(GENERATOR_PRESETS.get(args.preset, {}))
+    params.update({f.name: getattr(args, f.name) for f in generator_fields() if getattr(args, f.name) is not None})
     params.setdefault("name", Path(args.out).name)
-    ds = generate(**{**GENERATE_DEFAULTS, **params})
+    ds = generate(**params)
     save_dataset(ds, args.out)
     s = ds.summary()
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
@@ -47,10 +50,11 @@ def format_scores(record):
 
 
 def train_settings(args):
-    """The TrainConfig fields given on the command line."""
-    from .config import TrainConfig
+    """The TrainConfig fields given on the command line (over the --preset's, if one is named)."""
+    from .config import PRESETS, TrainConfig
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return {**PRESETS.get(args.preset, {}), **given}
 
 
 def resumed_trainer(args):
@@ -59,10 +63,10 @@ def resumed_trainer(args):
     resumes on any number of processes: its checkpoint is the one one process would write."""
     from .runs import Run
     from .train import Trainer
-    given = train_settings(args)
+    given = sorted(set(train_settings(args)) | ({"preset"} if args.preset else set()))
     if given:
         raise XMCError(f"--resume continues a run with its own config; drop "
-                       f"{', '.join('--' + k.replace('_', '-') for k in sorted(given))}")
+                       f"{', '.join('--' + k.replace('_', '-') for k in given)}")
     run = Run(args.resume)
     lead = True
     if args.distributed:
@@ -110,8 +114,8 @@ def cmd_train(args):
     if lead:
         print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
               f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters"
-              f"{' on this rank' if args.distributed else ''}, {mem['total'] / 2**20:.1f} MB with gradients, "
-              f"Adam state and logits{' (the whole head)' if args.distributed else ''}", flush=True)
+              f"{' on this rank' if args.distributed else ''}, {mem['total'] / 2**20:.1f} MB in training "
+              f"(gradients, Adam state, logits or the fused loss's buffers){' (the whole head)' if args.distributed else ''}", flush=True)
     t0, first, last_eval = time.perf_counter(), trainer.step, None
     with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True, disable=not lead) as bar:
         for record in trainer.recorded(run):
@@ -158,7 +162,9 @@ def cmd_eval(args):
 
 
 def cmd_bench(args):
-    from .bench import PROVIDERS, format_report, run_bench, write_report
+    from .bench.heads import run_bench
+    from .bench.providers import PROVIDERS
+    from .bench.report import format_report, write_report
     providers = [p for p in PROVIDERS if p in args.providers]
     report = run_bench(label_counts=args.labels, batch=args.batch, in_features=args.in_features,
                        fanin=args.fanin, group_size=args.group_size, repeats=args.repeats,
@@ -178,7 +184,7 @@ def parse_bool(text):
 
 
 def cmd_results(args):
-    from .experiments import CONFIGS, format_results, run_results
+    from .bench.results import CONFIGS, format_results, run_results
     unknown = sorted(set(args.only or ()) - set(CONFIGS))
     if unknown:
         raise XMCError(f"unknown configuration(s) {unknown}; choose from {sorted(CONFIGS)}")
@@ -203,7 +209,7 @@ def cmd_lss(args):
 
 
 def cmd_bench_distributed(args):
-    from .scaling import format_scaling, run_scaling
+    from .bench.scaling import format_scaling, run_scaling
     report = run_scaling(procs=args.procs, heads=args.heads, n_labels=args.labels, batch_size=args.batch,
                          seed=args.seed)
     table = format_scaling(report)
@@ -238,16 +244,21 @@ def build_parser():
 
     g = sub.add_parser("generate", help="write a synthetic dataset in the XC format")
     g.add_argument("--out", required=True, help="output directory")
-    g.add_argument("--preset", choices=["sample"], help="the bundled sample's parameters")
-    for name, default in GENERATE_DEFAULTS.items():
-        g.add_argument("--" + name.replace("_", "-"), type=type(default), help=f"default {default}")
+    from .data import GENERATOR_PRESETS
+    g.add_argument("--preset", choices=list(GENERATOR_PRESETS),
+                   help="named overrides of the defaults; sample: the bundled sample_data/")
+    for f in generator_fields():
+        add_setting(g, f)
 
     t = sub.add_parser("train", help="train a model; records go to the run store")
     t.add_argument("--runs", default="runs", help="run store directory")
     t.add_argument("--resume", metavar="RUN", help="continue runs/<id> from its last checkpoint, with its own config")
     t.add_argument("--distributed", action="store_true",
                    help="label-sharded over the processes of torchrun: torchrun --nproc_per_node=N -m engine train ...")
-    from .config import TrainConfig
+    from .config import PRESETS, TrainConfig
+    t.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
+                   help="start from a named recipe, the flags given override it: " + "; ".join(
+                       f"{n!r}: {', '.join(f'{k}={v}' for k, v in p.items()) or 'the defaults'}" for n, p in PRESETS.items()))
     for f in dataclasses.fields(TrainConfig):
         add_setting(t, f)
 
@@ -256,7 +267,8 @@ def build_parser():
     e.add_argument("--data", help="dataset directory (default: the run's own)")
 
     b = sub.add_parser("bench", help="time and measure the heads against nn.Linear and torch.sparse")
-    from .bench import LABEL_COUNTS, PROVIDERS
+    from .bench.heads import LABEL_COUNTS
+    from .bench.providers import PROVIDERS
     b.add_argument("--labels", type=int, nargs="+", default=list(LABEL_COUNTS),
                    help=f"label counts L (default {' '.join(map(str, LABEL_COUNTS))})")
     b.add_argument("--batch", type=int, default=256)
@@ -285,7 +297,7 @@ def build_parser():
     h.add_argument("--seed", type=int, default=0)
 
     s = sub.add_parser("bench-distributed", help="label-sharded training on 1, 2, 4 processes: steps/s, memory per rank")
-    from .scaling import HEADS as SCALING_HEADS
+    from .bench.scaling import HEADS as SCALING_HEADS
     s.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4], help="process counts (default 1 2 4)")
     s.add_argument("--heads", nargs="+", choices=list(SCALING_HEADS), default=list(SCALING_HEADS), metavar="H",
                    help=f"some of: {', '.join(SCALING_HEADS)}")

@@ -77,10 +77,10 @@ def _check_range(config, f):
         raise ConfigError(f"{f.name} must be {describe_range(m)}{note}, got {v}")
 
 
-def uses(config, f):
-    """Whether the config's head reads field f (fields of other heads are neither checked nor shown)."""
-    heads = f.metadata.get("heads")
-    return heads is None or config.head in heads
+def used_by(head, name):
+    """Whether `head` reads the setting `name` (settings of other heads are neither checked nor shown)."""
+    heads = _FIELD_HEADS.get(name)
+    return heads is None or head in heads
 
 
 def validate_fields(config):
@@ -88,7 +88,7 @@ def validate_fields(config):
     for f in dataclasses.fields(config):
         _coerce(config, f)
     for f in dataclasses.fields(config):
-        if f.metadata and (f.metadata["choices"] is not None or uses(config, f)):
+        if f.metadata and (f.metadata["choices"] is not None or used_by(config.head, f.name)):
             _check_range(config, f)
 
 
@@ -242,3 +242,16 @@ class TrainConfig(ModelSettings):
             raise ConfigError(f"dst needs fanin < the head's input width {mc.head_in}, "
                               f"got fanin={self.fanin}: there is nothing to regrow")
         return mc
+
+
+_FIELD_HEADS = {f.name: f.metadata["heads"] for f in dataclasses.fields(TrainConfig) if f.metadata}
+
+# named starting points for both front ends (`train --preset NAME`, the app's Train page): settings
+# that differ from the defaults, which are the first preset
+PRESETS = {
+    "group-shared": {},
+    "group-shared + dynamic sparse training": dict(dst="random", dst_every=20),
+    "fixed fan-in": dict(head="fixed_fanin"),
+    "dense": dict(head="dense"),
+    "tiny": dict(hidden=64, fanin=16, group_size=16, epochs=10),
+}

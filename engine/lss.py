@@ -29,6 +29,7 @@ exactly (numba, parallel over queries, fused: no candidate list is materialised)
     index = LearnedHashIndex(n_tables=16, n_bits=8).fit(W, H_train, Y_train, bias=b)
     top = index.search(H_test, W, b, k=5)                    # (N, 5) ids, -1 = fewer candidates
     report(index, H_test, W, b, Y_test)                      # candidates, recall, P@1, times
+    compare_hash_indexes(model, dataset)                     # SimHash vs learned on a trained model
     run_lss_experiment()                                     # 100k labels: learned vs SimHash
 """
 
@@ -115,39 +116,25 @@ def query_vectors(H):
 # kernels (numba); prior validation is assumed
 
 @njit(parallel=True, cache=True)
-def _count_candidates(codes, ptr, ids, n_labels, n_chunks):
+def _candidates(codes, ptr, ids, n_labels, n_chunks, indptr, out, fill):
+    """Per query n, the distinct labels of its buckets in order of first visit: counted into
+    indptr[n + 1] (fill False), or written to out[indptr[n]:indptr[n + 1]] (fill True)."""
     N, T = codes.shape
-    count = np.zeros(N, np.int64)
     for c in prange(n_chunks):
         mark = np.full(n_labels, -1, np.int64)
         for n in range(c * N // n_chunks, (c + 1) * N // n_chunks):
-            cnt = 0
+            p = indptr[n] if fill else 0
             for t in range(T):
                 b = codes[n, t]
                 for j in range(ptr[t, b], ptr[t, b + 1]):
                     l = ids[t, j]
                     if mark[l] != n:
                         mark[l] = n
-                        cnt += 1
-            count[n] = cnt
-    return count
-
-
-@njit(parallel=True, cache=True)
-def _fill_candidates(codes, ptr, ids, n_labels, n_chunks, indptr, out):
-    N, T = codes.shape
-    for c in prange(n_chunks):
-        mark = np.full(n_labels, -1, np.int64)
-        for n in range(c * N // n_chunks, (c + 1) * N // n_chunks):
-            p = indptr[n]
-            for t in range(T):
-                b = codes[n, t]
-                for j in range(ptr[t, b], ptr[t, b + 1]):
-                    l = ids[t, j]
-                    if mark[l] != n:
-                        mark[l] = n
-                        out[p] = l
+                        if fill:
+                            out[p] = l
                         p += 1
+            if not fill:
+                indptr[n + 1] = p
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -364,11 +351,12 @@ class LearnedHashIndex:
         self._check_fitted()
         codes = self.query_codes(H)
         nc = _n_chunks(codes.shape[0])
-        count = _count_candidates(codes, self.ptr, self.ids, self.n_labels, nc)
         indptr = np.zeros(codes.shape[0] + 1, np.int64)
-        np.cumsum(count, out=indptr[1:])
+        out = np.empty(0, np.int32)
+        _candidates(codes, self.ptr, self.ids, self.n_labels, nc, indptr, out, False)   # the counts
+        np.cumsum(indptr, out=indptr)
         out = np.empty(indptr[-1], np.int32)
-        _fill_candidates(codes, self.ptr, self.ids, self.n_labels, nc, indptr, out)
+        _candidates(codes, self.ptr, self.ids, self.n_labels, nc, indptr, out, True)
         return indptr, out
 
     def search(self, H, W, bias=None, k=5, return_counts=False):
@@ -445,10 +433,10 @@ def report(index, H, W, bias, Y_true, k=5, exact_top=None, exact_time=None):
 
 def train_dense_model(dataset, hidden=128, epochs=3, batch_size=512, lr=2e-3, dropout=0.2, seed=0,
                       verbose=False):
-    """A dense-head model trained with engine.train.Trainer; returns (W (L, d), bias (L,),
-    H_train, H_test, eval record): the label vectors and the hidden layer the head reads."""
-    from .model import SparseInput
-    from .train import TrainConfig, Trainer
+    """A dense-head model trained with engine.train.Trainer on `dataset`; returns (model, the
+    last eval record)."""
+    from .config import TrainConfig
+    from .train import Trainer
     config = TrainConfig(data=dataset.name, head="dense", hidden=hidden, epochs=epochs,
                          batch_size=batch_size, lr=lr, dropout=dropout, seed=seed)
     trainer = Trainer(config, dataset=dataset)
@@ -458,55 +446,68 @@ def train_dense_model(dataset, hidden=128, epochs=3, batch_size=512, lr=2e-3, dr
             last = record
             if verbose:
                 print(f"dense model epoch {record['epoch']}: P@1 {record['P@1']:.4f}", flush=True)
-    model = trainer.model.eval()
-    with torch.no_grad():
-        def encode(X):
-            return torch.cat([model.encode(SparseInput(X[s:s + 4096]))
-                              for s in range(0, X.shape[0], 4096)]).numpy()
-        H_train, H_test = encode(dataset.X_train), encode(dataset.X_test)
-        W = model.head.weight.detach().numpy().copy()
-        b = model.head.bias.detach().numpy().copy()
-    return W, b, H_train, H_test, last
+    return trainer.model, last
+
+
+def compare_hash_indexes(model, dataset, n_tables=16, n_bits=8, fit_epochs=3, lr=0.01, neg_weight=20.0, k=5,
+                         seed=0, progress=None, verbose=False):
+    """The same T×K hash index over a trained model's label vectors (XMCModel.label_vectors),
+    untrained (SimHash: Gaussian hyperplanes, fit with 0 epochs) and learned from the training
+    points' (h, true label) pairs, each scoring only its candidates on the test split of
+    `dataset`. Both are fitted first, then timed (numba's idle threads slow torch down); exact
+    scoring h·Wᵀ + b of all L labels is run and timed once, after a warm-up, and shared by both
+    reports. progress(i, n, text) before each stage.
+
+    Returns [SimHash row, learned row]: each a `report` dict (candidates, recall, P@1 and its
+    share of exact P@1, times, speed-up, at k' = min(k, L)) with "index" its name and "fit_s"
+    its build time in seconds."""
+    step = progress or (lambda i, n, text: None)
+    step(0, 5, "the hidden layer of the train and test points")
+    W, b = model.label_vectors()
+    H_train, H_test = model.encode_all(dataset.X_train), model.encode_all(dataset.X_test)
+    indexes, fit_s = {}, {}
+    for i, (name, epochs) in enumerate((("SimHash", 0), ("learned", fit_epochs))):
+        step(1 + i, 5, f"building the {name} index")
+        t0 = time.perf_counter()
+        indexes[name] = LearnedHashIndex(n_tables, n_bits, seed=seed).fit(
+            W, H_train, dataset.Y_train, bias=b, epochs=epochs, lr=lr, neg_weight=neg_weight, verbose=verbose)
+        fit_s[name] = time.perf_counter() - t0
+    step(3, 5, f"exact scoring of all {W.shape[0]:,} labels")
+    k = min(k, W.shape[0])
+    exact_topk(H_test[:8], W, b, k)                                              # warm up
+    t0 = time.perf_counter()
+    exact_top = exact_topk(H_test, W, b, k)
+    exact_time = time.perf_counter() - t0
+    step(4, 5, "searching the candidates")
+    rows = []
+    for name, index in indexes.items():
+        rows.append({"index": name, "fit_s": fit_s[name],
+                     **report(index, H_test, W, b, dataset.Y_test, k=k, exact_top=exact_top, exact_time=exact_time)})
+        if verbose:
+            print(name, rows[-1], flush=True)
+    step(5, 5, "done")
+    return rows
 
 
 def run_lss_experiment(n_labels=100_000, n_points=60_000, n_features=5_000, n_clusters=500,
                        hidden=128, model_epochs=3, n_tables=16, n_bits=8, fit_epochs=3, lr=0.01,
-                       neg_weight=20.0, k=5, seed=0, model=None, verbose=False):
+                       neg_weight=20.0, k=5, seed=0, verbose=False):
     """The issue-3 bar for learned-hash inference: a dense model on a synthetic set of n_labels
-    labels, then the same T×K index untrained (SimHash) and learned, both against exact scoring
-    on the test split. model: (W, bias, H_train, H_test) to skip training the dense model
-    (its dataset is then generated again from the same arguments).
+    labels, then compare_hash_indexes (SimHash against learned, both against exact scoring).
 
-    Returns {"data": summary, "model": {...}, "simhash": report, "learned": report,
+    Returns {"data": summary, "model": {...}, "simhash": row, "learned": row,
              "bar": {"cand_pct<=10", "P@1_ratio>=0.95", "faster"}}."""
     from .data import generate
     ds = generate(n_points=n_points, n_features=n_features, n_labels=n_labels,
                   n_clusters=n_clusters, seed=seed, name=f"lss{n_labels}")
     out = {"data": ds.summary()}
-    if model is None:
-        t0 = time.perf_counter()
-        W, b, H_train, H_test, rec = train_dense_model(ds, hidden=hidden, epochs=model_epochs,
-                                                       seed=seed, verbose=verbose)
-        out["model"] = {"head": "dense", "hidden": hidden, "epochs": model_epochs,
-                        "train_s": time.perf_counter() - t0, "P@1": rec["P@1"] if rec else None}
-    else:
-        W, b, H_train, H_test = model
-        out["model"] = {"head": "given"}
-    indexes = {}
-    for name, epochs in (("simhash", 0), ("learned", fit_epochs)):        # fit both, then time:
-        t0 = time.perf_counter()                                           # numba's idle threads
-        indexes[name] = LearnedHashIndex(n_tables, n_bits, seed=seed).fit(   # slow torch down
-            W, H_train, ds.Y_train, bias=b, epochs=epochs, lr=lr, neg_weight=neg_weight, verbose=verbose)
-        out[name] = {"fit_s": time.perf_counter() - t0}
-    exact_topk(H_test[:8], W, b, k)
     t0 = time.perf_counter()
-    exact_top = exact_topk(H_test, W, b, k)
-    exact_time = time.perf_counter() - t0
-    for name, index in indexes.items():
-        out[name].update(report(index, H_test, W, b, ds.Y_test, k=k, exact_top=exact_top,
-                                exact_time=exact_time))
-        if verbose:
-            print(name, out[name], flush=True)
+    model, rec = train_dense_model(ds, hidden=hidden, epochs=model_epochs, seed=seed, verbose=verbose)
+    out["model"] = {"head": "dense", "hidden": hidden, "epochs": model_epochs,
+                    "train_s": time.perf_counter() - t0, "P@1": rec["P@1"] if rec else None}
+    out["simhash"], out["learned"] = compare_hash_indexes(
+        model, ds, n_tables=n_tables, n_bits=n_bits, fit_epochs=fit_epochs, lr=lr, neg_weight=neg_weight, k=k,
+        seed=seed, verbose=verbose)
     r = out["learned"]
     out["bar"] = {"cand_pct<=10": r["cand_pct"] <= 10, "P@1_ratio>=0.95": r["P@1_ratio"] >= 0.95,
                   "faster": r["search_s"] < r["exact_s"]}

@@ -28,6 +28,7 @@ encoder through a dense path while the sparse head is still poor:
 """
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -266,4 +267,74 @@ class XMCModel(nn.Module):
 
     def head_params(self):
         """Parameters of the output layer (all parts; not the auxiliary classifier)."""
-        return sum(p.n_params() for p in (self.dense, self.sparse, self.mach) if p is not None)
+        return sum(p.n_params() for p in self.head_parts())
+
+    # -- introspection: what the app, the LSS index and the grouping read off a model -------------
+
+    def head_parts(self):
+        """The modules of the output layer it has, in slot order: the dense part, the sparse part,
+        or the MACH head."""
+        return [p for p in (self.dense, self.sparse, self.mach) if p is not None]
+
+    @torch.no_grad()
+    def encode_all(self, X, batch_size=4096):
+        """(N, head_in) float32 ndarray: the hidden representation h the head reads, for every row
+        of X (N, D) scipy CSR, `batch_size` rows at a time, with dropout off (eval mode; the mode
+        is restored). With no encoder (hidden = 0): the densified features."""
+        if X.shape[1] != self.config.n_features:
+            raise ConfigError(f"X has {X.shape[1]} features, the model reads {self.config.n_features}")
+        training = self.training
+        self.eval()
+        try:
+            H = [self.encode(SparseInput(X[s:s + batch_size])) for s in range(0, X.shape[0], batch_size)]
+        finally:
+            self.train(training)
+        return torch.cat(H).cpu().numpy()
+
+    def label_vectors(self, sparse=False):
+        """(W (L, head_in), b (L,)) float32: each label's weights over the head's inputs and its
+        bias, in label order, so that the model's logits are
+
+            z_l = h · W[l] + b[l] = slot_logits(h)[:, slot_of_label[l]]
+
+        The parts' slots stacked (the dense part first, then the sparse groups), rows picked by
+        slot_of_label; W as a csr matrix with sparse=True. MACH has no vector per label (a label
+        scores by the buckets it hashes to): ConfigError."""
+        if self.mach is not None:
+            raise ConfigError("a MACH head has no weight vector per label (a label's score sums the buckets it "
+                              "hashes to), so there is nothing to index: choose a run with a dense or sparse head")
+        blocks = [] if self.dense is None else [sp.csr_matrix(self.dense.weight.detach().cpu().numpy())]
+        if self.sparse is not None:
+            blocks.append(self._group_weights())
+        W = sp.vstack(blocks, format="csr")                                      # (n_slots, d)
+        b = torch.cat([p.bias.detach() for p in self.head_parts()]).cpu().numpy()   # (n_slots,)
+        slots = self.slot_of_label.numpy()
+        W = W[slots].astype(np.float32)
+        return (W if sparse else W.toarray()), np.ascontiguousarray(b[slots], np.float32)
+
+    def _group_weights(self):
+        """(n_slots of the sparse part, d) csr: slot g·m+j holds W[g, j, t] at column idx[g, t]."""
+        W = self.sparse.weight.detach().cpu().numpy()                            # (G, m, k)
+        G, m, k = W.shape
+        cols = np.repeat(self.sparse.idx.cpu().numpy().astype(np.int64)[:, None, :], m, axis=1)   # (G, m, k)
+        rows = np.repeat(np.arange(G * m), k)
+        return sp.csr_matrix((W.ravel(), (rows, cols.ravel())), shape=(G * m, self.sparse.in_features))
+
+    def label_groups(self):
+        """(L,) int64 group of each label in the sparse part, -1 for a label of the dense part; None
+        without a sparse part (dense, MACH). Group g holds the slots n_dense + g·m ... + m-1; with
+        fixed fan-in (m = 1) every label is its own group."""
+        if self.sparse is None:
+            return None
+        s = self.slot_of_label.numpy() - self.n_dense
+        return np.where(s >= 0, s // self.sparse.group_size, -1)
+
+    def group_slots(self, g):
+        """(m,) int64: the label in each of group g's m slots (row j of sparse.weight[g]), -1 where
+        the slot is padding."""
+        if self.sparse is None or not 0 <= g < self.sparse.n_groups:
+            raise ConfigError(f"group {g!r}: the model has {0 if self.sparse is None else self.sparse.n_groups} "
+                              "groups")
+        m = self.sparse.group_size
+        first = self.sparse_first + int(g) * m
+        return self.label_of_slot[first:first + m].numpy()

@@ -26,7 +26,6 @@ import itertools
 import math
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,16 +37,10 @@ from .data import Dataset, load_dataset, normalize_rows
 from .errors import CheckpointError, DivergenceError
 from .model import SparseInput, XMCModel
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 # torch's default RNG (model init, dropout masks) is one per process: each Trainer keeps its own state
 # and swaps it in, under this lock, around what draws from it, so two trainers in two threads (two app
 # sessions) neither disturb each other's numbers nor the checkpointed RNG state.
 _TORCH_RNG = threading.Lock()
-
-
-def resolve_data(data):
-    """Load the dataset a config names ("sample" is the bundled one)."""
-    return load_dataset(SAMPLE_DATA if data == "sample" else data)
 
 
 class Trainer:
@@ -56,7 +49,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset: Dataset | None = None, block=None):
         self.config = c = config
-        self.dataset = ds = dataset if dataset is not None else resolve_data(c.data)
+        self.dataset = ds = dataset if dataset is not None else load_dataset(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
         from .guard import check_memory
         check_memory(c, ds.n_features, ds.n_labels, shards=1 if block is None else block[1],
@@ -91,12 +84,8 @@ class Trainer:
         """(G, k) input sets of the sparse part from PIFA centroids in the space the head reads
         (grouping.centroid_index), over at most `max_points` training points, at initialisation."""
         model, n = self.model, min(self.dataset.n_train, max_points)
-        model.eval()
-        if model.embed is None:
-            H = self.X_train[:n]                                       # (n, D) sparse: the features
-        else:
-            H = torch.cat([model.encode(SparseInput(self.X_train[s:min(s + 4096, n)]))
-                           for s in range(0, n, 4096)]).numpy()
+        # (n, D) sparse: the features themselves with no encoder, else (n, d) the encoded points
+        H = self.X_train[:n] if model.embed is None else model.encode_all(self.X_train[:n])
         index = grouping.centroid_index(H, self.dataset.Y_train[:n], model.slot_of_label.numpy(),
                                         model.config.n_dense, model.sparse.group_size, model.sparse.fanin,
                                         self.config.seed)

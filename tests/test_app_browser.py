@@ -30,7 +30,7 @@ from test_reliability import solo_records, strip
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "screenshots"
-SETTINGS = dict(data="sample", head="group_shared", hidden=64, fanin=16, group=16, epochs=200, eval_every=4)
+SETTINGS = dict(data="sample", head="group_shared", hidden=64, fanin=16, group_size=16, epochs=200, eval_every=4)
 QUERY = urlencode(SETTINGS)
 
 pytestmark = pytest.mark.slow

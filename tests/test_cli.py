@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from engine import PRESETS
 from engine.__main__ import main
 
 
@@ -48,3 +49,11 @@ def test_lss_command_prints_both_indexes(capsys):
                  "--tables", "4", "--bits", "4", "--fit-epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "simhash" in out and "learned" in out and "bar (" in out
+
+
+def test_a_preset_sets_its_settings_and_the_flags_override_it():
+    from engine.__main__ import build_parser, train_settings
+    args = build_parser().parse_args(["train", "--preset", "tiny", "--fanin", "8"])
+    assert train_settings(args) == {**PRESETS["tiny"], "fanin": 8}
+    assert main(["train", "--preset", "nope"]) == 2
+

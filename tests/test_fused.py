@@ -1,9 +1,11 @@
 """Tests of engine/heads/fused.py and the fused kernels: BCE loss + gradients and top-k without logits.
 
-check_fused runs the cpu kernel and the float64 reference on the same seeded inputs (ragged
-batch, padded and masked slots, rows without labels) and compares the loss and every gradient;
-the autograd form is checked against F.binary_cross_entropy_with_logits on head(h), and by
-gradcheck in float64. Top-k is checked against torch.topk on the full (masked) logits.
+Each backend's group_shared_bce and group_shared_topk are checked by check_op (tests/checks.py)
+against the float64 reference on the same seeded inputs (ragged batch, padded and masked slots,
+rows without labels): the loss and every gradient, gradcheck in float64, the top-K scores and
+slots (K up to L, past the 32 of the old CUDA kernel). The autograd form is checked against
+F.binary_cross_entropy_with_logits on head(h), and by gradcheck in float64. Top-k is checked
+against torch.topk on the full (masked) logits.
 """
 
 import numpy as np
@@ -11,35 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.heads import GroupSharedHead, cpu, reference
+from engine.heads import GroupSharedHead, reference
 from engine.heads.fused import (FusedBCEFunction, check_labels, fused_bce_loss, fused_topk,
                                 slot_labels)
 from engine.heads.group_shared import random_index
 
-from checks import close as _close
-
-TOL = {np.float32: 2e-5, np.float64: 1e-12}
-
-
-def _labels(B, L, rng, per_row=5, empty_every=3):
-    """CSR labels: up to per_row sorted distinct slots per row; every empty_every-th row none."""
-    rows = [np.zeros(0, np.int64) if b % empty_every == 1 else
-            np.sort(rng.choice(L, size=int(rng.integers(1, min(L, per_row) + 1)), replace=False))
-            for b in range(B)]
-    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    return indptr, np.concatenate(rows).astype(np.int64)
-
-
-def _inputs(B, d, G, k, m, L, dtype, seed=0, masked=True, wscale=0.5):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((B, d)).astype(dtype)
-    idx = np.ascontiguousarray(rng.permuted(random_index(G, d, k, seed), axis=1))
-    W = (wscale * rng.standard_normal((G, m, k))).astype(dtype)
-    bias = rng.standard_normal(L).astype(dtype)
-    indptr, slots = _labels(B, L, rng)
-    mask = rng.random(G * m) > 0.2 if masked else None
-    return X, idx, W, bias, indptr, slots, mask
-
+from checks import BACKENDS, DTYPES, check_op, close as _close, labels as _labels
 
 SHAPES = [  # B, d, G, k, m, L
     (5, 20, 7, 3, 4, 26),          # padded last group (L < G·m), B < one vector
@@ -49,47 +28,26 @@ SHAPES = [  # B, d, G, k, m, L
     (64, 30, 4, 1, 3, 12),         # k = 1, B a multiple of the vector width
     (256, 512, 40, 32, 32, 1250),  # the benchmark's group shape
 ]
+SHAPE_IDS = ["B{}_d{}_G{}_k{}_m{}_L{}".format(*s) for s in SHAPES]
 
 
-def check_fused(B, d, G, k, m, L, dtype, masked=True, with_bias=True):
-    """cpu group_shared_bce vs the float64 reference: loss, dX, dW, dbias; loss-only path."""
-    X, idx, W, bias, indptr, slots, mask = _inputs(B, d, G, k, m, L, dtype, masked=masked)
-    bias = bias if with_bias else None
-    tol = TOL[dtype]
-    got = cpu.group_shared_bce(X, idx, W, bias, indptr, slots, mask, L)
-    want = reference.group_shared_bce(X, idx, W, bias, indptr, slots, mask, L)
-    _close("loss", got[0], want[0], tol)
-    for name, g, w in zip(("dX", "dW", "dbias"), got[1:], want[1:]):
-        if w is None:
-            assert g is None, name
-            continue
-        assert g.dtype == dtype, name
-        _close(name, g, w, tol)
-    only = cpu.group_shared_bce(X, idx, W, bias, indptr, slots, mask, L, need_grad=False)
-    assert only[1:] == (None, None, None)
-    _close("loss (no grad)", only[0], want[0], tol)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_fused_bce_matches_reference(shape, backend, dtype):
+    check_op("bce", backend, shape, dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}_d{}_G{}_k{}_m{}_L{}".format(*s))
-def test_fused_bce_matches_reference(shape, dtype):
-    check_fused(*shape, dtype)
-
-
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("masked,with_bias", [(False, True), (True, False)])
-def test_fused_bce_without_mask_or_bias(masked, with_bias):
-    check_fused(19, 24, 6, 5, 4, 22, np.float32, masked=masked, with_bias=with_bias)
+def test_fused_bce_without_mask_or_bias(backend, masked, with_bias):
+    check_op("bce", backend, (19, 24, 6, 5, 4, 22), np.float32, masked=masked, with_bias=with_bias)
 
 
-def test_fused_bce_is_stable_for_large_logits():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_bce_is_stable_for_large_logits(backend):
     # |z| up to ~1e3: softplus form, no overflow; positives and negatives on both sides
-    X, idx, W, bias, indptr, slots, mask = _inputs(21, 12, 5, 4, 3, 15, np.float32, wscale=200.0)
-    got = cpu.group_shared_bce(X, idx, W, bias, indptr, slots, mask, 15)
-    want = reference.group_shared_bce(X, idx, W, bias, indptr, slots, mask, 15)
-    assert np.isfinite(got[0]) and all(np.isfinite(g).all() for g in got[1:])
-    _close("loss", got[0], want[0], 1e-5)
-    for name, g, w in zip(("dX", "dW", "dbias"), got[1:], want[1:]):
-        _close(name, g, w, 1e-5)
+    check_op("bce", backend, (21, 12, 5, 4, 3, 15), np.float32, tol=1e-5, wscale=200.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,19 +145,13 @@ def test_slot_labels_moves_labels_to_slots():
 # top-k
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}_d{}_G{}_k{}_m{}_L{}".format(*s))
-def test_fused_topk_matches_reference(shape, dtype):
-    B, d, G, k, m, L = shape
-    X, idx, W, bias, _, _, mask = _inputs(B, d, G, k, m, L, dtype)
-    K = min(7, L)
-    vals, slots = cpu.group_shared_topk(X, idx, W, bias, K, mask, L)
-    rv, rs = reference.group_shared_topk(X, idx, W, bias, K, mask, L)
-    assert vals.dtype == dtype and slots.dtype == np.int64
-    finite = np.isfinite(rv)
-    assert (np.isfinite(vals) == finite).all() and (slots[~finite] == -1).all()
-    _close("scores", np.where(finite, vals, 0), np.where(finite, rv, 0), TOL[dtype])
-    assert (slots == rs).all()
+@pytest.mark.parametrize("K", [7, 40], ids=["K7", "K40"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_fused_topk_matches_reference(shape, backend, dtype, K):
+    # K = 40 > 32 (the old kernel's bound); K past a row's real slots pads with (-inf, -1)
+    check_op("topk", backend, shape, dtype, K=K)
 
 
 def test_fused_topk_equals_torch_topk_on_the_logits_with_ties():

@@ -1,7 +1,8 @@
 """Tests of engine/heads: kernels against the float64 reference, autograd, index sets, settings.
 
-One helper, check_op, runs the cpu backend and the reference on the same seeded inputs and
-compares the forward and every gradient; each shape case is then one line.
+Each backend's layer ops (forward, backward, grad_input, grad_weight) are checked by one helper,
+check_op (tests/checks.py): seeded inputs, the forward and every gradient against the float64
+reference, gradcheck in float64; each shape case is then one line per backend and dtype.
 """
 
 import time
@@ -15,43 +16,7 @@ from engine.heads import DenseHead, GroupSharedHead, group_shared_linear
 from engine.heads import cpu, reference
 from engine.heads.group_shared import random_index, resolve_backend
 
-from checks import close as _close
-
-TOL = {np.float32: 1e-5, np.float64: 1e-12}
-
-
-def _inputs(B, d, G, k, m, L, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((B, d)).astype(dtype)
-    idx = random_index(G, d, k, seed)
-    idx = np.ascontiguousarray(rng.permuted(idx, axis=1))              # kernels need distinct, not sorted
-    W = rng.standard_normal((G, m, k)).astype(dtype)
-    bias = rng.standard_normal(L).astype(dtype)
-    dZ = rng.standard_normal((B, L)).astype(dtype)
-    return X, idx, W, bias, dZ
-
-
-def check_op(B, d, G, k, m, L, dtype):
-    """cpu backend vs reference: forward (with and without bias), fused backward with dZ in
-    both layouts, grad_input, grad_weight; results in the input dtype."""
-    X, idx, W, bias, dZ = _inputs(B, d, G, k, m, L, dtype)
-    tol = TOL[dtype]
-    for b in (bias, None):
-        Z = cpu.forward(X, idx, W, b, L)
-        assert Z.dtype == dtype and Z.shape == (B, L)
-        _close("Z", Z, reference.forward(X, idx, W, b, L), tol)
-    want = reference.backward(dZ, X, idx, W, True, True, True)
-    for layout, dz in (("C", dZ), ("F", np.asfortranarray(dZ))):
-        got = cpu.backward(dz, X, idx, W, True, True, True)
-        for name, g, w in zip(("dX", "dW", "dbias"), got, want):
-            assert g.dtype == dtype
-            _close(f"{name} (dZ {layout})", g, w, tol)
-    _close("grad_input", cpu.grad_input(dZ, idx, W, d), want[0], tol)
-    _close("grad_weight", cpu.grad_weight(dZ, X, idx, m), want[1], tol)
-    dX, dW, db = cpu.backward(dZ, X, idx, W, need_input=False, need_weight=True, need_bias=False)
-    assert dX is None and db is None
-    _close("dW alone", dW, want[1], tol)
-
+from checks import BACKENDS, DTYPES, check_op, close as _close, make_case
 
 SHAPES = [  # B, d, G, k, m, L
     (1, 13, 5, 5, 3, 14),          # one row; L = 14 pads the last of 5 groups of 3
@@ -67,20 +32,27 @@ SHAPES = [  # B, d, G, k, m, L
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("B,d,G,k,m,L", SHAPES, ids=[f"B{s[0]}-d{s[1]}-G{s[2]}-k{s[3]}-m{s[4]}-L{s[5]}" for s in SHAPES])
-def test_cpu_matches_reference(B, d, G, k, m, L, dtype):
-    check_op(B, d, G, k, m, L, dtype)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"B{s[0]}-d{s[1]}-G{s[2]}-k{s[3]}-m{s[4]}-L{s[5]}" for s in SHAPES])
+def test_layer_matches_reference(shape, backend, dtype):
+    check_op("layer", backend, shape, dtype)
 
 
-def test_cpu_random_shapes():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_random_shapes(backend):
     # a handful of random ragged shapes beyond the hand-picked ones
     rng = np.random.default_rng(123)
     for _ in range(8):
         B, d = int(rng.integers(1, 90)), int(rng.integers(1, 70))
         k, m = int(rng.integers(1, d + 1)), int(rng.integers(1, 9))
         L = int(rng.integers(1, 60))
-        check_op(B, d, -(-L // m), k, m, L, np.float32)
+        check_op("layer", backend, (B, d, -(-L // m), k, m, L), np.float32)
+
+
+def _inputs(B, d, G, k, m, L, dtype):
+    c = make_case((B, d, G, k, m, L), dtype)
+    return c.X, c.idx, c.W, c.bias, c.dZ
 
 
 def test_cpu_backward_is_deterministic():
@@ -339,7 +311,8 @@ def test_dense_head():
 
 
 def test_bench_small():
-    from engine.bench import format_table, run_heads_bench
+    from engine.bench.heads import run_heads_bench
+    from engine.bench.report import format_table
     res = run_heads_bench(batch=8, in_features=16, n_labels=50, fanin=4, group_size=4, repeats=1, progress=False)
     assert [r["provider"].split(" (")[0] for r in res] == ["nn.Linear", "torch.sparse", "fixed fan-in", "group-shared"]
     for r in res:

@@ -6,9 +6,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from engine import TrainConfig, Trainer
 from engine.data import generate
 from engine.errors import ConfigError
-from engine.lss import (LearnedHashIndex, exact_topk, label_vectors, mean_soft_collision,
+from engine.lss import (LearnedHashIndex, compare_hash_indexes, exact_topk, label_vectors, mean_soft_collision,
                         query_vectors, report, run_lss_experiment, subset_products,
                         train_dense_model)
 
@@ -37,7 +38,9 @@ def trained():
     torch.set_num_threads(1)
     try:
         ds = generate(n_points=4000, n_features=1000, n_labels=2000, n_clusters=50, seed=0)
-        W, b, H_train, H_test, _ = train_dense_model(ds, hidden=64, epochs=3, batch_size=256, lr=3e-3)
+        model, _ = train_dense_model(ds, hidden=64, epochs=3, batch_size=256, lr=3e-3)
+        W, b = model.label_vectors()
+        H_train, H_test = model.encode_all(ds.X_train), model.encode_all(ds.X_test)
     finally:
         torch.set_num_threads(threads)
     return ds, W, b, H_train, H_test
@@ -169,6 +172,20 @@ def test_bad_inputs_raise():
     with pytest.raises(ConfigError, match="H must have shape"):
         index.candidates(H[:, :3])
 
+
+
+def test_compare_hash_indexes_reports_simhash_and_learned(one_thread):
+    # on a model's own label vectors (here an untrained group-shared head with padded groups): both
+    # indexes, progress from 0 to 1, exact scoring run once and shared by both rows
+    ds = generate(n_points=200, n_features=40, n_labels=50, n_clusters=5, seed=2, name="padded")
+    model = Trainer(TrainConfig(data="padded", head="group_shared", hidden=16, fanin=6, group_size=7),
+                    dataset=ds).model
+    stages = []
+    rows = compare_hash_indexes(model, ds, n_tables=2, n_bits=3, fit_epochs=1,
+                                progress=lambda i, n, text: stages.append(i / n))
+    assert [r["index"] for r in rows] == ["SimHash", "learned"] and stages[0] == 0 and stages[-1] == 1
+    assert rows[0]["exact_s"] == rows[1]["exact_s"] and rows[0]["P@1_exact"] == rows[1]["P@1_exact"]   # timed once
+    assert all(r["n_labels"] == 50 and 0 <= r["recall"] <= 1 and r["fit_s"] >= 0 for r in rows)
 
 @pytest.mark.slow
 def test_experiment_meets_the_bar_at_small_scale():

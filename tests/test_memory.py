@@ -1,9 +1,10 @@
-"""Analytic head memory against the parameters the heads really allocate."""
+"""The memory model (engine/memory.py): head memory against the parameters the heads really
+allocate, the fused loss's buffers, and the whole run's estimate by phase."""
 
 import pytest
 
-from engine.memory import head_memory
-from engine import ModelConfig, XMCModel
+from engine import ModelConfig, TrainConfig, XMCModel, estimate_bytes, head_memory, head_params
+from engine.memory import PIFA_COPIES, head_shape, step_memory
 
 
 @pytest.mark.parametrize("kw", [
@@ -12,16 +13,34 @@ from engine import ModelConfig, XMCModel
     dict(head="group_shared", fanin=8, group_size=4),
     dict(head="group_shared", fanin=8, group_size=7),     # 50 labels: the last group padded
     dict(head="dense_sparse", fanin=8, group_size=4, head_size=10),
+    dict(head="mach", mach_buckets=16, mach_reps=2),
 ])
 def test_params_match_the_model(kw):
     c = ModelConfig(n_features=30, n_labels=50, hidden=16, **kw)
     model = XMCModel(c)
     mem = head_memory(c, batch_size=8)
-    assert mem["params"] == 4 * model.head_params()
+    assert head_params(c) == model.head_params()
+    assert mem["params"] == 4 * model.head_params() == mem["grads"]
     assert mem["optimizer"] == 2 * mem["params"]
-    assert mem["logits"] == 2 * 8 * 50 * 4
     index = model.sparse.idx.numel() * 4 if model.sparse is not None else 0
     assert mem["index"] == index
+    # the unfused loss holds logits, their gradient and the dense targets; the fused one no logits
+    unfused = {"dense": 50, "dense_sparse": 10, "mach": 2 * 16}.get(c.head, 0)
+    assert mem["logits"] == 3 * 8 * unfused * 4
+    assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
+
+
+def test_the_fused_loss_holds_its_gradients_and_batch_buffers_not_logits():
+    c = ModelConfig(n_features=10, n_labels=1000, hidden=64, head="group_shared", fanin=8, group_size=10)
+    s = head_shape(c)
+    assert (s.fused_slots, s.fused_groups, s.fused_params) == (1000, 100, 1000 * 9)
+    mem = step_memory(s, 32, threads=4)
+    assert mem["logits"] == 0
+    assert mem["loss"] == 4 * 1000 * 9 + (4 + 3) * 32 * 64 * 4 + 17 * 1000
+    # a dense part beside it (dense_sparse) trains unfused: its logits are counted, the tail's are not
+    ds = head_shape(ModelConfig(n_features=10, n_labels=1000, hidden=64, head="dense_sparse", fanin=8,
+                                group_size=10, head_size=100))
+    assert ds.unfused == 100 and ds.fused_slots == 900 and ds.params == 65 * 100 + 900 * 9
 
 
 def test_sparse_is_k_over_d_of_dense():
@@ -29,3 +48,21 @@ def test_sparse_is_k_over_d_of_dense():
     sparse = head_memory(ModelConfig(n_features=10, n_labels=100_000, hidden=512, head="group_shared",
                                      fanin=32, group_size=32))
     assert sparse["params"] / dense["params"] == pytest.approx(33 / 513, rel=1e-3)
+    assert sparse["total"] < dense["total"] / 10                          # no (B, L) logits
+
+
+def test_the_estimate_counts_the_grouping_as_its_own_phase():
+    # clustered groups build (L, D) PIFA embeddings and the clustering's copies before training;
+    # the peak is the larger of that phase and training
+    D, L = 2000, 5000
+    random = estimate_bytes(TrainConfig(head="group_shared", hidden=64, fanin=8, group_size=4), (D, L))
+    clustered = estimate_bytes(TrainConfig(head="group_shared", hidden=64, fanin=8, group_size=4,
+                                           groups="clustered"), (D, L))
+    assert random["grouping"] == 0 and random["total"] == sum(v for k, v in random.items() if k != "total")
+    assert clustered["grouping"] == PIFA_COPIES["clustered"] * L * D * 4
+    assert clustered["total"] == max(clustered["grouping"], random["total"]) == clustered["grouping"]
+    aux = estimate_bytes(TrainConfig(head="fixed_fanin", hidden=64, fanin=8, aux=1.0), (D, L))
+    assert aux["grouping"] == PIFA_COPIES["aux"] * L * D * 4
+    # centroid input sets of a head on a hidden layer: float64 sums, their scaled copy, float32
+    centroid = estimate_bytes(TrainConfig(head="fixed_fanin", hidden=64, fanin=8, index_init="centroid"), (D, L))
+    assert centroid["grouping"] == (8 + 8 + 4) * L * 64

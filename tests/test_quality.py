@@ -33,7 +33,7 @@ def test_clustered_groups_beat_random_groups_on_the_features(name):
     # the results table's rows with no encoder: clustered groups with data-driven index sets see
     # the features their labels share; random groups blur them (measured: +1.7..+4.6 points P@1 on
     # delicious, +7.7..+9.7 on bibtex, seeds 0-2)
-    from engine.experiments import config_for
+    from engine.bench.results import config_for
     if not (DATASETS / name).exists():
         pytest.skip(f"{DATASETS / name} not present")
     p1 = {}

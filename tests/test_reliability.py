@@ -368,7 +368,8 @@ def test_the_estimate_counts_the_head_encoder_and_batch():
                             (1000, 500))
     assert linear["encoder"] == 0
     assert linear["activations"] == 4 * 32 * 1000 * 4
-    assert linear["eval"] == 1024 * (500 + 1000) * 4                     # L logits and D features per row
+    # the fused top-k holds no logits: its transposed input (d = D here) and the D features per row
+    assert linear["eval"] == 1024 * (1000 + 1000) * 4
 
 
 @pytest.mark.parametrize("value", ["lots", "-5", "0"])

@@ -5,9 +5,9 @@ import streamlit as st
 
 from engine import ConfigError, XMCError
 
-from app import analysis, common, figures
+from app import analysis, datasets, figures, registry, settings, sidebar, teaching
 
-common.intro(
+teaching.intro(
     "Compare",
     "What does sparsity buy? A dense head stores d+1 numbers per label; a fixed fan-in or group-shared head "
     "stores k+1, plus k indices per group. Training multiplies that: a gradient per weight and Adam's two "
@@ -17,12 +17,12 @@ common.intro(
     r"\qquad P_{\text{dense}} = (d+1)L,\quad P_{\text{sparse}} = (k+1)L",
 )
 ss = st.session_state
-ds, ref = common.dataset_or_stop()
+ds, ref = datasets.dataset_or_stop()
 
 # --- memory ---------------------------------------------------------------------------------
 st.subheader("Memory per head")
 try:
-    base = common.train_config(ref)
+    base = sidebar.train_config(ref)
     d = base.model_config(ds.n_features, ds.n_labels).head_in               # the width the head reads
     variants = analysis.head_variants(base)
     analytic = {h: analysis.memory_estimate(c, ds.n_features, ds.n_labels) for h, c in variants.items()}
@@ -31,22 +31,24 @@ except ConfigError as e:
     st.stop()
 measured_key = (ref, tuple(sorted(base.to_dict().items())))
 if st.button("Measure the real tensors", key="measure",
-             help="builds each head, runs one Adam step on a random batch and adds up its tensors"):
+             help="builds each head, runs one Adam step of its training loss on a random batch and adds up the "
+                  "tensors that persist (parameters, indices, gradients, Adam state)"):
     with st.spinner("Measuring ..."):
         ss.measured = (measured_key, {h: analysis.measure_memory(c, ds.n_features, ds.n_labels)
                                       for h, c in variants.items()})
 measured = ss.measured[1] if ss.get("measured") and ss.measured[0] == measured_key else None
 rows = []
 for h, a in analytic.items():
-    row = {"head": common.HEAD_NAMES.get(h, h), **{p: common.fmt_bytes(a.get(p, 0)) for p in figures.PARTS},
-           "total": common.fmt_bytes(a["total"])}
+    row = {"head": settings.HEAD_NAMES.get(h, h), **{p: teaching.fmt_bytes(a.get(p, 0)) for p in figures.PARTS},
+           "total": teaching.fmt_bytes(a["total"])}
     if measured:
-        row["measured total"] = common.fmt_bytes(measured[h]["total"])
-        row["measured / analytic"] = f"{measured[h]['total'] / a['total']:.3f}"
+        persistent = sum(a[p] for p in analysis.PERSISTENT)
+        row["measured persistent"] = teaching.fmt_bytes(measured[h]["total"])
+        row["measured / analytic persistent"] = f"{measured[h]['total'] / persistent:.3f}"
     rows.append(row)
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="memory_table")
-st.plotly_chart(figures.memory_bars({common.HEAD_NAMES.get(h, h): a for h, a in analytic.items()},
-                                    {common.HEAD_NAMES.get(h, h): m for h, m in measured.items()} if measured else None),
+st.plotly_chart(figures.memory_bars({settings.HEAD_NAMES.get(h, h): a for h, a in analytic.items()},
+                                    {settings.HEAD_NAMES.get(h, h): m for h, m in measured.items()} if measured else None),
                 key="memory_bars")
 st.caption(f"d = {d}, L = {ds.n_labels:,}, k = {base.fanin}, m = {base.group_size}, B = {base.batch_size}, "
            "float32 weights, int32 indices. Measured: bytes of the real parameter, index, gradient, Adam-state "
@@ -59,7 +61,7 @@ counts = c[0].multiselect("Label counts", [1000, 2000, 4000, 8000, 16000, 32000,
                           key="bench_L", bind="query-params")
 batch = c[1].select_slider("Batch B", [16, 32, 64, 128, 256], 64, key="bench_B", bind="query-params")
 repeats = c[2].slider("Repeats", 1, 10, 3, key="bench_reps", bind="query-params")
-common.note("Each provider is first checked against a dense emulation of the same layer, then timed: forward, "
+teaching.note("Each provider is first checked against a dense emulation of the same layer, then timed: forward, "
             "and forward + backward, median of the repeats after a warm-up. nn.Linear is the dense baseline; "
             "torch.sparse holds the same L·k nonzeros as the fixed fan-in head.")
 if st.button("Run the benchmark", key="run_bench", type="primary", disabled=not counts):
@@ -78,13 +80,13 @@ if ss.get("bench_rows"):
 # --- runs -----------------------------------------------------------------------------------
 st.subheader("Runs: accuracy against memory")
 points = []
-for run in common.jobs().store.list():
+for run in registry.jobs().store.list():
     try:
         cfg = run.config
     except (XMCError, ValueError, TypeError):
         continue
     ev = analysis.last_eval(run.records())
-    run_ds = common.dataset_by_ref(cfg.data)
+    run_ds = datasets.dataset_by_ref(cfg.data)
     if ev is None or run_ds is None:
         continue
     try:

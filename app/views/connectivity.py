@@ -1,15 +1,13 @@
 """Connectivity: which inputs each group reads, how often inputs are shared, the group's weights."""
 
-import importlib.util
-
 import pandas as pd
 import streamlit as st
 
 from engine import XMCError
 
-from app import analysis, common, figures
+from app import analysis, datasets, figures, models, registry, teaching
 
-common.intro(
+teaching.intro(
     "Connectivity",
     "In a sparse head a group g of m labels reads only k of the d hidden units: the **index set** idx[g]. "
     "Each label of the group has its own k weights on those shared inputs. Hidden units have no names, so "
@@ -19,25 +17,23 @@ common.intro(
     r"\text{reuse}(i) = \big|\{(g,t) : \mathrm{idx}[g,t] = i\}\big| \approx \frac{G\,k}{d}",
 )
 ss = st.session_state
-ds, ref = common.dataset_or_stop()
-store = common.jobs().store
-with_ckpt = common.runs_with_checkpoint()
-CURRENT = "(current settings, untrained)"
-source = st.selectbox("Model", [CURRENT] + with_ckpt, key="conn_model", bind="query-params")
+ds, ref = datasets.dataset_or_stop()
+store = registry.jobs().store
+source = models.pick_model(st, "Model", "conn_model")
 
 
 try:
-    if source == CURRENT:
-        model = common.current_model(ref)
+    if source == models.CURRENT:
+        model = models.current_model(ref)
     else:
         run = store.get(source)
-        ds = common.dataset_by_ref(run.config.data) or ds
-        model = common.model_for("", run.config.data, source)
+        ds = datasets.dataset_by_ref(run.config.data) or ds
+        model = models.model_for("", run.config.data, source)
 except XMCError as e:
     st.error(f"No model for these settings: {e}")
     st.stop()
 
-head = analysis.sparse_head(model)
+head = model.sparse
 if head is None:
     st.info(f"The {model.config.head} head has no index sets: every label reads all {model.config.head_in} inputs "
             "(dense) or hashed buckets (MACH). Choose a fixed fan-in or group-shared head in the sidebar, or a "
@@ -45,7 +41,7 @@ if head is None:
     st.stop()
 
 idx = analysis.head_index(model)                                        # (G, k)
-groups = analysis.label_groups(model)
+groups = model.label_groups()
 G, k = idx.shape
 d = head.in_features
 inputs = analysis.input_names(model, ds.feature_names)
@@ -71,13 +67,11 @@ with left:
                  key="inputs_table", height=320)
 with right:
     W = head.weight.detach()[g].numpy()                                 # (m, k)
-    n_real = min(len(members), W.shape[0])
-    label_of_slot = {}
-    slots = analysis.label_slots(model)
-    for l in members:
-        label_of_slot[int(slots[l]) % head.group_size] = names[l]
-    st.plotly_chart(figures.group_weights(W[:max(n_real, 1)], [inputs[i] for i in idx[g]],
-                                          [label_of_slot.get(j, f"(padding {j})") for j in range(max(n_real, 1))]),
+    n_real = max(min(len(members), W.shape[0]), 1)
+    slot_labels = model.group_slots(g)                                  # (m,) label of each row of W, -1: padding
+    st.plotly_chart(figures.group_weights(W[:n_real], [inputs[i] for i in idx[g]],
+                                          [names[l] if l >= 0 else f"(padding {j})"
+                                           for j, l in enumerate(slot_labels[:n_real].tolist())]),
                     key="group_weights")
 
 rows, M, sampled = analysis.connectivity_matrix(idx, d, seed=int(ss.get("seed", 0)))
@@ -88,14 +82,14 @@ if sampled:
 counts = analysis.reuse_counts(idx, d)
 h2.plotly_chart(figures.reuse_histogram(counts, expected=G * k / d), key="reuse")
 h2.caption(f"{int((counts == 0).sum())} of {d} inputs are read by no group; the busiest by {int(counts.max())}.")
-common.note(
+teaching.note(
     "Random index sets spread the inputs evenly: each is read by about G·k/d groups (the dashed line). "
     "Data-driven sets (clustered groups, dynamic sparse training) concentrate on the inputs that matter, "
     "so the histogram grows a tail."
 )
 
-# dynamic sparse training: only once the engine has it and the run recorded updates
-if importlib.util.find_spec("engine.dst") is not None and source != CURRENT:
+# dynamic sparse training: the updates a stored run recorded
+if source != models.CURRENT:
     _, _, other = analysis.split_records(store.get(source).records())
     updates = other.get("dst", [])
     if updates:

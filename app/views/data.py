@@ -8,9 +8,9 @@ import streamlit as st
 
 from engine import XMCError, load_dataset
 
-from app import common, figures
+from app import datasets, figures, teaching
 
-common.intro(
+teaching.intro(
     "Data",
     "An XMC dataset is a sparse matrix of features X (points x features, tf-idf values) and a sparse "
     "matrix of labels Y (points x labels, ones). Real label sets have a **long tail**: a few labels are "
@@ -42,7 +42,7 @@ def use_upload():
             "A dataset is train.txt and test.txt, optionally labels.txt and features.txt.")
         return
     digest = hashlib.sha1(b"".join(files[n] for n in sorted(files))).hexdigest()[:12]
-    folder = common.data_root() / f"upload-{digest}"
+    folder = datasets.data_root() / f"upload-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
@@ -64,7 +64,7 @@ with st.expander("Upload a dataset in the XC format", expanded=False):
     if st.session_state.get("upload_error"):
         st.error(f"The files were not loaded: {st.session_state.upload_error}")
 
-ds, ref = common.dataset_or_stop()
+ds, ref = datasets.dataset_or_stop()
 s = ds.summary()
 st.subheader(f"{s['name']}")
 c = st.columns(6)
@@ -86,7 +86,7 @@ left.plotly_chart(figures.histogram(st_["features_per_point"], "Features per poi
 right.plotly_chart(figures.histogram(st_["points_per_feature"], "Points per feature", "points using the feature"),
                    key="ppf")
 density = s["avg_features_per_point"] / s["n_features"]
-common.note(
+teaching.note(
     f"The feature matrix is {100 * density:.2f}% nonzero. The label frequency curve is the reason XMC is hard: "
     "the rare labels in the tail have a handful of examples each, which is why propensity-scored metrics "
     "(PSP@k) reward getting them right."

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from app import common
+from app import teaching
 
-common.intro(
+teaching.intro(
     "XMC lab: output layers for millions of labels",
     "Extreme multi-label classification (XMC) tags each input with a few of a huge number of labels "
     "(L can be millions). The last layer dominates: a dense layer holds one weight per label and input, "
@@ -30,7 +30,7 @@ for col, (path, label, icon) in zip(cols, [
         ("views/compare.py", "Compare", ":material/compare_arrows:"),
         ("views/inference.py", "Fast inference", ":material/bolt:")]):
     col.page_link(path, label=label, icon=icon)
-common.note(
+teaching.note(
     "Each page opens with a short explanation and the formula behind its numbers. Classroom mode (sidebar) "
     "keeps those explanations open and hides the advanced controls."
 )

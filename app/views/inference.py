@@ -3,16 +3,16 @@
 import pandas as pd
 import streamlit as st
 
-from engine import XMCError
+from engine import XMCError, compare_hash_indexes
 
-from app import analysis, common, figures
+from app import datasets, figures, models, registry, teaching
 
-# engine.lss.report field -> table column
+# compare_hash_indexes row field -> table column
 COLUMNS = {"index": "index", "cand_mean": "candidates", "cand_pct": "% of labels", "recall": "recall of true labels",
            "P@1": "P@1", "P@1_ratio": "share of exact P@1", "fit_s": "build (s)", "search_s": "search (s)",
            "exact_s": "exact (s)", "speedup": "speed-up"}
 
-common.intro(
+teaching.intro(
     "Fast inference",
     "Exact inference scores every label, h·w_l + b_l for all L of them: O(d·L) work per point. A hash index "
     "scores only the **candidates**, the labels that share a bucket with the point in at least one of T tables "
@@ -25,16 +25,16 @@ common.intro(
     r"\hat y = \operatorname*{top-5}_{l \in \mathcal{C}(h)}\; h\cdot w_l + b_l",
 )
 ss = st.session_state
-runs = common.runs_with_checkpoint()
+runs = registry.runs_with_checkpoint()
 if not runs:
     st.info("No trained model yet: train one on the Train page, then build its indexes here.")
     st.stop()
 run_id = st.selectbox("Model", runs, key="inf_model", bind="query-params")
 
 try:
-    run = common.jobs().store.get(run_id)
-    model = common.model_for("", run.config.data, run_id)
-    ds = common.dataset_by_ref(run.config.data)
+    run = registry.jobs().store.get(run_id)
+    model = models.model_for("", run.config.data, run_id)
+    ds = datasets.dataset_by_ref(run.config.data)
 except XMCError as e:
     st.error(f"No model for this run: {e}")
     st.stop()
@@ -54,8 +54,8 @@ result_key = (run_id, n_tables, n_bits, epochs)
 if st.button("Build the indexes", key="build", type="primary"):
     bar = st.progress(0.0, text="starting ...")
     try:
-        ss.lss_result = (result_key, analysis.lss_comparison(
-            model, ds, n_tables, n_bits, epochs, seed=run.config.seed,
+        ss.lss_result = (result_key, compare_hash_indexes(
+            model, ds, n_tables=n_tables, n_bits=n_bits, fit_epochs=epochs, seed=run.config.seed,
             progress=lambda i, n, text: bar.progress(i / n, text=text)))
     except XMCError as e:
         st.error(f"The indexes could not be built: {e}")
@@ -65,7 +65,7 @@ if rows:
     st.plotly_chart(figures.lss_bars(rows), key="lss_bars")
     st.caption(f"{rows[0]['n_queries']:,} test points, L = {rows[0]['n_labels']:,} labels, top-5; times on this "
                "machine's CPU, after a warm-up.")
-common.note(
+teaching.note(
     "**Candidates** are the labels a point's buckets hold: the work of the search. **Recall** is the share of "
     "the true (point, label) pairs whose label is a candidate, a bound on what any scoring of the candidates can "
     "find; **share of exact P@1** compares P@1 of the search with P@1 of scoring all labels. The learned index "

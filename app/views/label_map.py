@@ -5,11 +5,11 @@ import time
 import numpy as np
 import streamlit as st
 
-from engine import XMCError
+from engine import XMCError, pifa
 
-from app import analysis, common, figures
+from app import analysis, datasets, figures, models, registry, teaching, warmup
 
-common.intro(
+teaching.intro(
     "Label map",
     "Each label gets a vector: its **PIFA** embedding is the average of the feature vectors of the training "
     "points that carry it, so labels used by similar points get similar vectors. UMAP lays these vectors out "
@@ -18,14 +18,12 @@ common.intro(
     r"\mathrm{PIFA}(l) = \frac{\sum_{i:\,y_{il}=1} x_i}{\big\|\sum_{i:\,y_{il}=1} x_i\big\|_2}",
 )
 ss = st.session_state
-ds, ref = common.dataset_or_stop()
-store = common.jobs().store
-with_ckpt = common.runs_with_checkpoint()
-CURRENT = "(current settings, untrained)"
+ds, ref = datasets.dataset_or_stop()
+store = registry.jobs().store
 
 c = st.columns([2, 1, 1])
-source = c[0].selectbox("Groups from", [CURRENT] + with_ckpt, key="map_model", bind="query-params",
-                        help="the head whose label groups colour the map: the sidebar settings, or a stored run")
+source = models.pick_model(c[0], "Groups from", "map_model",
+                          help="the head whose label groups colour the map: the sidebar settings, or a stored run")
 vectors = c[1].radio("Label vectors", ["PIFA", "trained weights"], key="vectors", bind="query-params",
                      horizontal=True, help="trained weights: each label's row of the head (needs a run)")
 method = c[2].radio("Layout", ["umap", "pca"], key="method", bind="query-params", horizontal=True,
@@ -34,7 +32,7 @@ method = c[2].radio("Layout", ["umap", "pca"], key="method", bind="query-params"
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def pifa_of(data_ref, _ds):
-    return analysis.pifa(_ds.X_train, _ds.Y_train)
+    return pifa(_ds.X_train, _ds.Y_train, dense=False)                  # (L, D) csr
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -56,24 +54,24 @@ def pick_from_map():
 
 
 try:
-    if source == CURRENT:
-        model = common.current_model(ref)
+    if source == models.CURRENT:
+        model = models.current_model(ref)
     else:
         run = store.get(source)
         if run.config.data != ref:
             st.warning(f"Run {source} was trained on another dataset ({run.config.data}); showing it on that one.")
-            ds = common.dataset_by_ref(run.config.data)
+            ds = datasets.dataset_by_ref(run.config.data)
             if ds is None:
                 st.error(f"The dataset of run {source} is gone: {run.config.data}")
                 st.stop()
-        model = common.model_for("", run.config.data, source)
+        model = models.model_for("", run.config.data, source)
 except XMCError as e:
     st.error(f"No model for these settings: {e}")
     st.stop()
 
 labels = analysis.sample_labels(ds.n_labels, seed=int(ss.get("seed", 0)))
 if vectors == "trained weights":
-    if source == CURRENT:
+    if source == models.CURRENT:
         st.info("Untrained weights are random: choose a stored run in 'Groups from' to map trained weights. "
                 "Showing PIFA instead.")
         vectors = "PIFA"
@@ -83,7 +81,7 @@ if vectors == "trained weights":
             st.info("This head has no per-label weights (MACH); showing PIFA instead.")
             vectors = "PIFA"
 E = pifa_of(ds.name + ref, ds) if vectors == "PIFA" else W
-groups = analysis.label_groups(model)
+groups = model.label_groups()
 freq = np.asarray(ds.Y_train.sum(axis=0)).ravel().astype(int)
 names = ds.label_names or [f"label {i}" for i in range(ds.n_labels)]
 
@@ -91,7 +89,7 @@ t0 = time.perf_counter()
 key = f"{ref}|{vectors}|{source}|{len(labels)}"
 with st.spinner(f"Laying out {len(labels):,} labels ({method.upper()}) ..."):
     if method == "umap":
-        common.wait_for_warm_up()
+        warmup.wait_for_warm_up()
     xy = layout(E[labels], key, method, int(ss.get("seed", 0)))
 g = None if groups is None else groups[labels]
 n_groups = None if groups is None else int(groups.max()) + 1
@@ -112,7 +110,7 @@ if groups is not None and pick >= 0:
     members = analysis.group_labels(groups, pick)
     st.markdown(f"**Group {pick}** ({len(members)} labels): " + ", ".join(names[i] for i in members[:40]) +
                 (" ..." if len(members) > 40 else ""))
-common.note(
+teaching.note(
     "Point size grows with label frequency. With *random* groups the colours are scattered all over the map; "
     "with *clustered* groups (sidebar, Label groups) each colour sits in one region: the labels of a group are "
     "used by similar points, so sharing one input set costs them little."

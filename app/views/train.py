@@ -5,26 +5,15 @@ import json
 import pandas as pd
 import streamlit as st
 
-from engine import ConfigError, TrainConfig, XMCError
-from engine.runs import RunNotFoundError
+from engine import PRESETS, ConfigError, RunNotFoundError, TrainConfig, XMCError, head_memory, head_params
 
-from app import analysis, common, figures
+from app import analysis, datasets, figures, registry, settings, sidebar, teaching, warmup
 from app.jobs import LIVE, read_status
 
 REFRESH_S = 0.5
-PRESETS = {
-    "Quick demo: group-shared k=32, m=32": dict(head="group_shared", hidden=256, fanin=32, group=32, epochs=40,
-                                                dst="none"),
-    "Group-shared + dynamic sparse training": dict(head="group_shared", hidden=256, fanin=32, group=32, epochs=40,
-                                                   dst="random", dst_every=20),
-    "Fixed fan-in k=32": dict(head="fixed_fanin", hidden=256, fanin=32, epochs=40, dst="none"),
-    "Dense baseline": dict(head="dense", hidden=256, epochs=40, dst="none"),
-    "Tiny (for a quick look)": dict(head="group_shared", hidden=64, fanin=16, group=16, epochs=10, dst="none"),
-}
 ss = st.session_state
-HAS_DST = {"dst", "dst_every", "dst_zeta"} <= common.TRAIN_FIELDS
 
-common.intro(
+teaching.intro(
     "Train",
     "The network encodes the sparse features into a hidden vector h (d numbers), and the **head** turns h "
     "into one score per label. Training lowers the binary cross-entropy between the scores and the labels; "
@@ -36,9 +25,10 @@ common.intro(
 
 
 def apply_preset():
-    for key, value in PRESETS.get(ss.get("preset"), {}).items():
-        if not key.startswith("dst") or HAS_DST:
-            ss[key] = value
+    """Callback: every control to the chosen preset (the defaults and the preset's own settings)."""
+    if ss.get("preset") in PRESETS:
+        ss.update({name: getattr(settings.DEFAULTS, name) for name in settings.CONTROLLED})
+        ss.update(PRESETS[ss["preset"]])
 
 
 def import_config():
@@ -51,50 +41,24 @@ def import_config():
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, XMCError) as e:
         ss.train_error = f"That is not a run configuration: {e}"
         return
-    unshown = outside_the_widgets(cfg)
+    unshown = settings.outside_the_controls(cfg)
     if unshown:
         ss.train_error = f"This page cannot set that configuration: {'; '.join(unshown)}"
         return
-    ss.update({key: getattr(cfg, field) for field, key in common.IMPORTED_KEYS.items()})
+    ss.update({name: getattr(cfg, name) for name in settings.CONTROLLED})
     if cfg.data == "sample":
         ss["data"] = "sample"
     else:
         ss.update(data="folder", path=cfg.data)
 
 
-def outside_the_widgets(cfg):
-    """The imported settings that their widgets cannot hold, and those set away from their default
-    that no control of the page holds, one phrase each (an import sets all of a config or nothing)."""
-    defaults = TrainConfig()
-    out = [f"{f}={getattr(cfg, f)!r} has no control on this page (train it with `python -m engine train`)"
-           for f in sorted(common.TRAIN_FIELDS - set(common.IMPORTED_KEYS) - {"data"})
-           if getattr(cfg, f) != getattr(defaults, f)]
-    for field, key in common.IMPORTED_KEYS.items():
-        value, allowed = getattr(cfg, field), common.RANGES.get(key)
-        if isinstance(allowed, list) and value not in allowed:
-            out.append(f"{field}={value!r} is not one of {allowed}")
-        elif isinstance(allowed, tuple) and not allowed[0] <= value <= allowed[1]:
-            out.append(f"{field}={value!r} is outside [{allowed[0]}, {allowed[1]}]")
-    return out
-
-
-def page_settings():
-    out = dict(epochs=int(ss.get("epochs", 40)), batch_size=int(ss.get("batch", 256)), lr=float(ss.get("lr", 3e-3)),
-               eval_every=int(ss.get("eval_every", 4)), dropout=float(ss.get("dropout", 0.3)),
-               normalize=bool(ss.get("normalize", False)))
-    if HAS_DST:
-        out.update(dst=ss.get("dst", "none"), dst_every=int(ss.get("dst_every", 20)),
-                   dst_zeta=float(ss.get("dst_zeta", 0.3)))
-    return out
-
-
 def start():
     """Callback of Start: build the config, start the job, select its run."""
     ss.train_error = None
     try:
-        ds, ref = common.current_dataset()
-        config = common.train_config(ref, **page_settings())
-        job = common.jobs().start(config, ds)
+        ds, ref = datasets.current_dataset()
+        config = sidebar.train_config(ref)
+        job = registry.jobs().start(config, ds)
     except XMCError as e:
         ss.train_error = str(e)
         return
@@ -103,7 +67,7 @@ def start():
 
 
 def control(action):
-    job = common.jobs().get(ss.get("run") or "")
+    job = registry.jobs().get(ss.get("run") or "")
     if job is not None:
         getattr(job, action)()
         if action == "stop":
@@ -125,57 +89,42 @@ def config_box():
 
 
 # --- settings -------------------------------------------------------------------------------
-ds, ref = common.dataset_or_stop()
+ds, ref = datasets.dataset_or_stop()
 with st.container(border=True):
     c = st.columns([2, 1, 1, 1, 1])
     c[0].selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
                    help="sets the head and its settings in the sidebar, and the epochs")
-    c[1].slider("Epochs", *common.RANGES["epochs"], 40, key="epochs", bind="query-params", persist_state="session")
-    c[2].select_slider("Learning rate", common.RANGES["lr"], 3e-3, key="lr", bind="query-params",
-                       persist_state="session", format_func=lambda v: f"{v:g}")
-    c[3].select_slider("Batch size", common.RANGES["batch"], 256, key="batch", bind="query-params",
-                       persist_state="session")
-    c[4].number_input("Evaluate every (steps)", *common.RANGES["eval_every"], 4, key="eval_every",
-                      bind="query-params", persist_state="session",
-                      help="0 = once per epoch; small = early, frequent points")
-    if not common.classroom():
-        a = st.columns([1, 1, 1, 1, 1])
-        a[0].slider("Dropout", *common.RANGES["dropout"], 0.3, 0.05, key="dropout", bind="query-params",
-                    persist_state="session")
-        a[1].toggle("l2-normalise rows", key="normalize", bind="query-params", persist_state="session")
-        if HAS_DST:
-            a[2].selectbox("Dynamic sparse training", ["none", "random", "gradient"], key="dst", bind="query-params",
-                           persist_state="session", help="every ΔT steps each group swaps its weakest inputs "
-                           "for new ones: random (SET) or largest gradient (RigL-style)")
-            a[3].number_input("DST every ΔT steps", *common.RANGES["dst_every"], 20, key="dst_every",
-                              bind="query-params", persist_state="session")
-            a[4].slider("DST drop fraction ζ", *common.RANGES["dst_zeta"], 0.3, 0.05, key="dst_zeta",
-                        bind="query-params", persist_state="session", help="decays with a cosine to 0 at 3/4 of training")
+    shown = [n for n in settings.PAGE if not (teaching.classroom() and n in settings.ADVANCED)]
+    for col, name in zip(c[1:] + (st.columns(5) if len(shown) > 4 else []), shown):
+        settings.control(col, name, persist_state="session")
 
 try:
-    config = common.train_config(ref, **page_settings())
-    mem = analysis.memory_estimate(config, ds.n_features, ds.n_labels)
-    dense = common.train_config(ref, **{**page_settings(), "head": "dense", "dst": "none"})   # the baseline
-    dense_mem = analysis.memory_estimate(dense, ds.n_features, ds.n_labels)
+    config = sidebar.train_config(ref)
+    model_config = config.model_config(ds.n_features, ds.n_labels)
+    mem = head_memory(model_config, config.batch_size)
+    dense = sidebar.train_config(ref, head="dense", dst="none")   # the baseline
+    dense_mem = head_memory(dense.model_config(ds.n_features, ds.n_labels), dense.batch_size)
 except ConfigError as e:
     st.error(f"These settings do not make a model: {e}")
     st.stop()
 
 m = st.columns(4)
-m[0].metric("Head parameters", f"{mem['params'] // 4:,}")
-m[1].metric("Head memory in training", common.fmt_bytes(mem["total"]),
+m[0].metric("Head parameters", f"{head_params(model_config):,}")
+m[1].metric("Head memory in training", teaching.fmt_bytes(mem["total"]),
             delta=f"{mem['total'] / dense_mem['total']:.2f}x dense" if config.head != "dense" else None,
             delta_color="off")
-m[2].metric("Labels L / inputs d", f"{ds.n_labels:,} / {config.hidden}")
+m[2].metric("Labels L / inputs d", f"{ds.n_labels:,} / {model_config.head_in:,}")
 m[3].metric("Steps", f"{config.epochs * -(-ds.n_train // config.batch_size):,}")
-common.note(
+teaching.note(
     "The memory estimate counts the head only: weights and biases, the index sets of a sparse head (int32), "
-    "one gradient per weight, Adam's two moments per weight, and the B x L logits with their gradient. "
-    "A dense head needs (d+1)·L weights; a sparse one k+1 per label and k indices per group of m labels."
+    "one gradient per weight and Adam's two moments per weight. A dense head also holds the B x L logits, their "
+    "gradient and the dense targets; a sparse head trains with the fused loss, which never holds the logits: "
+    "it keeps its gradients from forward to backward and a few B x d buffers. A dense head needs (d+1)·L "
+    "weights; a sparse one k+1 per label and k indices per group of m labels."
 )
 
 # --- controls -------------------------------------------------------------------------------
-store = common.jobs().store
+store = registry.jobs().store
 runs = list(reversed(store.list()))
 ids = [r.id for r in runs]
 b = st.columns([1, 1, 1, 1, 4])
@@ -184,7 +133,7 @@ if ids:                                   # created before reading ss["run"]: a 
     b[4].selectbox("Run", ids, key="run", bind="query-params", label_visibility="collapsed",
                    help="the run shown below; runs are stored, so a reload finds them")
 current = ss.get("run") if ss.get("run") in ids else None
-job = common.jobs().get(current) if current else None
+job = registry.jobs().get(current) if current else None
 live = job is not None and job.alive
 paused = live and job.paused
 b[1].button("Resume" if paused else "Pause", on_click=control, args=("resume" if paused else "pause",),
@@ -194,7 +143,7 @@ b[2].button("Step", on_click=control, args=("step",), disabled=not paused, key="
 b[3].button("Stop", on_click=control, args=("stop",), disabled=not live, key="stop", icon=":material/stop:")
 if ss.get("train_error"):
     st.error(ss.train_error)
-if common.warm_stage() != "done":
+if warmup.warm_stage() != "done":
     st.caption("Warming up in the background (once after the server starts: training kernels, then UMAP); "
                "a Start now may take a few seconds longer.")
 
@@ -213,7 +162,7 @@ def live_view(run_id):
         st.error(str(e))
         return
     records = run.records()
-    state = common.jobs().state(run)
+    state = registry.jobs().state(run)
     steps, evals, other = analysis.split_records(records)
     last_step = steps[-1]["step"] if steps else 0
     info = read_status(run.path)
@@ -232,7 +181,7 @@ def live_view(run_id):
             cols[5].metric("ms / step", f"{1e3 * sum(r['step_time'] for r in steps[-20:]) / len(steps[-20:]):.1f}")
     metrics = [k for k in figures.METRIC_ORDER if evals and k in evals[-1]][:4] or ["P@1"]
     st.plotly_chart(figures.training_curves(steps, evals, metrics), key="live_curves")
-    if steps and not common.classroom():
+    if steps and not teaching.classroom():
         st.plotly_chart(figures.step_times(steps), key="step_times")
     if other.get("dst"):
         st.plotly_chart(figures.dst_changes(other["dst"]), key="live_dst")
@@ -256,7 +205,7 @@ for r in runs:
     recs = r.records()
     ev = analysis.last_eval(recs)
     rows.append({"run": r.id, "head": cfg.head, "data": "sample" if cfg.data == "sample" else cfg.data.split("/")[-1],
-                 "state": common.jobs().state(r), "k": cfg.fanin if cfg.head != "dense" else None,
+                 "state": registry.jobs().state(r), "k": cfg.fanin if cfg.head != "dense" else None,
                  "m": cfg.group_size if cfg.head == "group_shared" else None,
                  "steps": max((x["step"] for x in recs if x.get("kind") == "step"), default=0),
                  "P@1": None if ev is None else round(100 * ev.get("P@1", 0), 2),

@@ -1,7 +1,6 @@
 """CUDA kernels of the sparse heads: the .cu sources and the one list of compile options.
 
     group_shared.cu   forward, input and weight gradients, fused BCE loss, fused top-k
-    dst.cu            dynamic sparse training: slot magnitudes, regrowth without repeats
 
 The same options serve CuPy's RawModule (engine/heads/cuda.py), the NVRTC compile check
 (engine/cuda/nvrtc.py, tests/test_cuda_nvrtc.py) and the resource report (python -m
@@ -11,7 +10,7 @@ engine.cuda.report); the emulation on the CPU lives in engine/cuda/emulate/.
 from pathlib import Path
 
 CUDA_DIR = Path(__file__).resolve().parent
-SOURCES = ("group_shared.cu", "dst.cu")
+SOURCES = ("group_shared.cu",)
 ARCHS = ("sm_80", "sm_90")
 
 # What CuPy's RawModule passes to NVRTC besides the user's options: "-ftz=true" and the

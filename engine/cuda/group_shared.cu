@@ -18,8 +18,11 @@
 //   gs_grad_input_v1      dX += dZ-part of each group       grid (G, ceil(B/TB)), atomics on dX
 //   gs_grad_weight_v1     dW, deterministic (no atomics)    grid (G, ceil(k/KT))
 //   gs_fused_bce_v1       loss, dW, dX from X and sparse Y, never holding (B, L) logits; grid (G)
+//   gs_fused_bce_v2       v1 with a slot mask (padded slots: no loss, no gradient) and a loss-only mode
 //   gs_topk_partial_v1    per row, best K labels of each chunk of groups; grid (ceil(G/gpc), ceil(B/TB))
 //   gs_topk_merge_v1      per row, best K of the chunks' candidates;      grid (B)
+//   gs_topk_partial_v2    v1 with a slot mask and any K (the lists live in global memory)
+//   gs_topk_merge_v2      per row, best K by merging the chunks' sorted lists; grid (B)
 //
 // Common scheme (v1): one block of GS_NT threads works on one group g. The group's gathered
 // inputs X[b0:b0+TB, idx[g, t0:t0+KT]] are staged in shared memory (xs) one k-chunk at a time,
@@ -146,6 +149,27 @@ __device__ __forceinline__ void gs_tile_logits(real (&acc)[GS_OUT_ZB], real (*xs
         }
         __syncthreads();
     }
+}
+
+// zs[b][j] = Z[b0+b, l0+j] (bias included) of one (batch tile, label tile) for j < mt, 0 beyond.
+// Contains barriers and ends with one (zs is ready): every thread of the block must call it.
+__device__ __forceinline__ void gs_tile_scores(real (*zs)[GS_MT + 1], real (*xs)[GS_KT + 1],
+                                               real (*ws)[GS_KT + 1], const real* __restrict__ X,
+                                               const int* __restrict__ idxg,
+                                               const real* __restrict__ Wg,
+                                               const real* __restrict__ bias, int d, int k,
+                                               int b0, int nb, int j0, int mt, int l0) {
+    real acc[GS_OUT_ZB];
+    gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);
+#pragma unroll
+    for (int r = 0; r < GS_OUT_ZB; r++) {
+        int o = threadIdx.x + r * GS_NT;
+        if (o < GS_TB * GS_MT) {
+            int b = o / GS_MT, j = o % GS_MT;
+            zs[b][j] = (j < mt) ? acc[r] + (bias ? bias[l0 + j] : (real)0) : (real)0;
+        }
+    }
+    __syncthreads();
 }
 
 // -------------------------------------------------------------------------------------------
@@ -379,6 +403,108 @@ __device__ __forceinline__ real gs_sigmoid(real z) {
     return e / ((real)1 + e);
 }
 
+// Gradients of one (batch tile, label tile) from its dz in dzs (written by the caller; the
+// first barrier here orders them): per k-chunk, dWg[j0+j, t] += Σ_b dz·x (Wg's block alone:
+// deterministic), dX[b, idxg[t]] += Σ_j dz·w (atomics), and once dbias[l0+j] += Σ_b dz.
+// Contains barriers: every thread of the block must call it.
+__device__ __forceinline__ void gs_tile_grads(real (*dzs)[GS_MT + 1], real (*xs)[GS_KT + 1],
+                                              real (*ws)[GS_KT + 1], const real* __restrict__ X,
+                                              const int* __restrict__ idxg,
+                                              const real* __restrict__ Wg, real* __restrict__ dWg,
+                                              real* __restrict__ dbias, real* __restrict__ dX,
+                                              int d, int k, int b0, int nb, int j0, int mt, int l0) {
+    for (int t0 = 0; t0 < k; t0 += GS_KT) {
+        int nt = gs_imin(GS_KT, k - t0);
+        gs_stage_x(xs, X, idxg, d, b0, nb, t0, nt);
+        gs_stage_w(ws, Wg, k, j0, mt, t0, nt);
+        __syncthreads();                                   // dzs, xs, ws ready
+        if (dbias && t0 == 0 && threadIdx.x < mt) {
+            real s = 0;
+            for (int b = 0; b < GS_TB; b++) s += dzs[b][threadIdx.x];
+            dbias[l0 + threadIdx.x] += s;
+        }
+#pragma unroll
+        for (int r = 0; r < GS_OUT_WB; r++) {
+            int o = threadIdx.x + r * GS_NT;
+            int j = o / GS_KT, t = o % GS_KT;
+            if (o < GS_MT * GS_KT && j < mt && t < nt) {
+                real s = 0;
+#pragma unroll 8
+                for (int b = 0; b < GS_TB; b++) s += dzs[b][j] * xs[b][t];
+                dWg[(long long)(j0 + j) * k + t0 + t] += s;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < GS_OUT_XB; r++) {
+            int o = threadIdx.x + r * GS_NT;
+            int b = o / GS_KT, t = o % GS_KT;
+            if (o < GS_TB * GS_KT && b < nb && t < nt) {
+                real s = 0;
+#pragma unroll 4
+                for (int j = 0; j < mt; j++) s += dzs[b][j] * ws[j][t];
+                atomicAdd(&dX[(long long)(b0 + b) * d + idxg[t0 + t]], s);
+            }
+        }
+        __syncthreads();                                   // before xs, ws (and dzs) change
+    }
+}
+
+// The work of block g = blockIdx.x of gs_fused_bce_v1 and _v2: loss_part[g], and with need_grad
+// dW[g], dbias of g's slots and g's atomics into dX. mask NULL: every slot is real.
+__device__ __forceinline__ void gs_fused_bce_block(
+        const real* __restrict__ X, const int* __restrict__ idx, const real* __restrict__ W,
+        const real* __restrict__ bias, const unsigned char* __restrict__ mask,
+        const int* __restrict__ indptr, const int* __restrict__ indices, real* __restrict__ dX,
+        real* __restrict__ dW, real* __restrict__ dbias, real* __restrict__ loss_part,
+        int B, int d, int G, int m, int k, int L, real scale, int need_grad) {
+    __shared__ real xs[GS_TB][GS_KT + 1];
+    __shared__ real ws[GS_MT][GS_KT + 1];
+    __shared__ real dzs[GS_TB][GS_MT + 1];
+    __shared__ real red[GS_NT];
+    const int g = blockIdx.x;
+    const int mv = gs_imin(m, L - g * m);
+    const int* idxg = idx + (long long)g * k;
+    const real* Wg = W + (long long)g * m * k;
+    real loss = 0;
+    for (int j0 = 0; j0 < mv; j0 += GS_MT) {
+        int mt = gs_imin(GS_MT, mv - j0);
+        for (int b0 = 0; b0 < B; b0 += GS_TB) {
+            int nb = gs_imin(GS_TB, B - b0);
+            // 1. logits of the tile, loss, dz -> shared
+            real acc[GS_OUT_ZB];
+            gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);
+#pragma unroll
+            for (int r = 0; r < GS_OUT_ZB; r++) {
+                int o = threadIdx.x + r * GS_NT;
+                if (o < GS_TB * GS_MT) {
+                    int b = o / GS_MT, j = o % GS_MT;
+                    int l = g * m + j0 + j;
+                    real dz = 0;
+                    if (b < nb && j < mt && (!mask || mask[l])) {
+                        real z = acc[r] + (bias ? bias[l] : (real)0);
+                        real y = gs_has_label(indptr, indices, b0 + b, l);
+                        loss += gs_bce(z, y);
+                        dz = scale * (gs_sigmoid(z) - y);
+                    }
+                    dzs[b][j] = dz;
+                }
+            }
+            // 2. per k-chunk: dW[g, j0+j, t] += Σ_b dz·x ;  dX[b, idx[g,t]] += Σ_j dz·w
+            if (need_grad)
+                gs_tile_grads(dzs, xs, ws, X, idxg, Wg, dW + (long long)g * m * k, dbias, dX,
+                              d, k, b0, nb, j0, mt, g * m + j0);
+        }
+    }
+    // block sum of the loss, in a fixed order: deterministic
+    red[threadIdx.x] = loss;
+    __syncthreads();
+    for (int s = GS_NT / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) loss_part[g] = scale * red[0];
+}
+
 // -------------------------------------------------------------------------------------------
 // gs_fused_bce_v1: forward + BCE-with-logits against sparse Y + backward, one block per group.
 //     z = Z[b, l] (bias included),  loss = scale·Σ_{b, l<L} bce(z, y[b,l]),
@@ -400,84 +526,27 @@ gs_fused_bce_v1(const real* __restrict__ X, const int* __restrict__ idx, const r
                 const int* __restrict__ indices, real* __restrict__ dX, real* __restrict__ dW,
                 real* __restrict__ dbias, real* __restrict__ loss_part,
                 int B, int d, int G, int m, int k, int L, real scale) {
-    __shared__ real xs[GS_TB][GS_KT + 1];
-    __shared__ real ws[GS_MT][GS_KT + 1];
-    __shared__ real dzs[GS_TB][GS_MT + 1];
-    __shared__ real red[GS_NT];
-    const int g = blockIdx.x;
-    const int mv = gs_imin(m, L - g * m);
-    const int* idxg = idx + (long long)g * k;
-    const real* Wg = W + (long long)g * m * k;
-    real* dWg = dW + (long long)g * m * k;
-    real loss = 0;
-    for (int j0 = 0; j0 < mv; j0 += GS_MT) {
-        int mt = gs_imin(GS_MT, mv - j0);
-        for (int b0 = 0; b0 < B; b0 += GS_TB) {
-            int nb = gs_imin(GS_TB, B - b0);
-            // 1. logits of the tile, loss, dz -> shared
-            real acc[GS_OUT_ZB];
-            gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);
-#pragma unroll
-            for (int r = 0; r < GS_OUT_ZB; r++) {
-                int o = threadIdx.x + r * GS_NT;
-                if (o < GS_TB * GS_MT) {
-                    int b = o / GS_MT, j = o % GS_MT;
-                    real dz = 0;
-                    if (b < nb && j < mt) {
-                        int l = g * m + j0 + j;
-                        real z = acc[r] + (bias ? bias[l] : (real)0);
-                        real y = gs_has_label(indptr, indices, b0 + b, l);
-                        loss += gs_bce(z, y);
-                        dz = scale * (gs_sigmoid(z) - y);
-                    }
-                    dzs[b][j] = dz;
-                }
-            }
-            // 2. per k-chunk: dW[g, j0+j, t] += Σ_b dz·x ;  dX[b, idx[g,t]] += Σ_j dz·w
-            for (int t0 = 0; t0 < k; t0 += GS_KT) {
-                int nt = gs_imin(GS_KT, k - t0);
-                gs_stage_x(xs, X, idxg, d, b0, nb, t0, nt);
-                gs_stage_w(ws, Wg, k, j0, mt, t0, nt);
-                __syncthreads();                           // dzs, xs, ws ready
-                if (dbias && t0 == 0 && threadIdx.x < mt) {  // dbias[l] += Σ_b dz (block g only)
-                    real s = 0;
-                    for (int b = 0; b < GS_TB; b++) s += dzs[b][threadIdx.x];
-                    dbias[g * m + j0 + threadIdx.x] += s;
-                }
-#pragma unroll
-                for (int r = 0; r < GS_OUT_WB; r++) {
-                    int o = threadIdx.x + r * GS_NT;
-                    int j = o / GS_KT, t = o % GS_KT;
-                    if (o < GS_MT * GS_KT && j < mt && t < nt) {
-                        real s = 0;
-#pragma unroll 8
-                        for (int b = 0; b < GS_TB; b++) s += dzs[b][j] * xs[b][t];
-                        dWg[(long long)(j0 + j) * k + t0 + t] += s;
-                    }
-                }
-#pragma unroll
-                for (int r = 0; r < GS_OUT_XB; r++) {
-                    int o = threadIdx.x + r * GS_NT;
-                    int b = o / GS_KT, t = o % GS_KT;
-                    if (o < GS_TB * GS_KT && b < nb && t < nt) {
-                        real s = 0;
-#pragma unroll 4
-                        for (int j = 0; j < mt; j++) s += dzs[b][j] * ws[j][t];
-                        atomicAdd(&dX[(long long)(b0 + b) * d + idxg[t0 + t]], s);
-                    }
-                }
-                __syncthreads();                           // before xs, ws (and dzs) change
-            }
-        }
-    }
-    // block sum of the loss, in a fixed order: deterministic
-    red[threadIdx.x] = loss;
-    __syncthreads();
-    for (int s = GS_NT / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) loss_part[g] = scale * red[0];
+    gs_fused_bce_block(X, idx, W, bias, nullptr, indptr, indices, dX, dW, dbias, loss_part,
+                       B, d, G, m, k, L, scale, 1);
+}
+
+// -------------------------------------------------------------------------------------------
+// gs_fused_bce_v2: gs_fused_bce_v1 over the real slots only, and optionally the loss alone.
+//     loss = scale·Σ_{b, l<L, mask[l]} bce(z, y[b,l]),  dz = scale·(σ(z) - y[b,l]) where mask[l],
+//     0 where not (a padded slot: no loss, dW[g, j] = 0, dbias[l] = 0).
+// mask (L,) uint8, 1 for a real slot. need_grad = 0: only loss_part is written (dX, dW, dbias
+// may be 1-element dummies), the backward half of each tile is skipped.
+// Shapes, launch and shared memory as v1. Work and bytes: as v1 with need_grad; without it
+// 2·B·L·k FLOPs + B·L·(exp, log1p, search), X and W read once per tile.
+extern "C" __global__ void __launch_bounds__(GS_NT, GS_MINB)
+gs_fused_bce_v2(const real* __restrict__ X, const int* __restrict__ idx, const real* __restrict__ W,
+                const real* __restrict__ bias, const unsigned char* __restrict__ mask,
+                const int* __restrict__ indptr, const int* __restrict__ indices,
+                real* __restrict__ dX, real* __restrict__ dW, real* __restrict__ dbias,
+                real* __restrict__ loss_part, int B, int d, int G, int m, int k, int L,
+                real scale, int need_grad) {
+    gs_fused_bce_block(X, idx, W, bias, mask, indptr, indices, dX, dW, dbias, loss_part,
+                       B, d, G, m, k, L, scale, need_grad);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -500,6 +569,51 @@ __device__ __forceinline__ void gs_insert(real* lv, int* li, int K, real v, int 
     }
     lv[p] = v;
     li[p] = i;
+}
+
+// The chunk c = blockIdx.x of `gpc` groups, scored tile by tile: thread b < nb merges the real
+// slots (mask NULL: all) of each tile into the sorted list (lv, li) of row b0+b (its own list:
+// lv, li are NULL for the other threads). Contains barriers: every thread must call it.
+__device__ __forceinline__ void gs_topk_chunk(real (*zs)[GS_MT + 1], real (*xs)[GS_KT + 1],
+                                              real (*ws)[GS_KT + 1], const real* __restrict__ X,
+                                              const int* __restrict__ idx,
+                                              const real* __restrict__ W,
+                                              const real* __restrict__ bias,
+                                              const unsigned char* __restrict__ mask,
+                                              int d, int G, int m, int k, int L, int gpc, int K,
+                                              int b0, int nb, real* lv, int* li) {
+    const int g1 = gs_imin(G, (blockIdx.x + 1) * gpc);
+    for (int g = blockIdx.x * gpc; g < g1; g++) {
+        const int mv = gs_imin(m, L - g * m);
+        const int* idxg = idx + (long long)g * k;
+        const real* Wg = W + (long long)g * m * k;
+        for (int j0 = 0; j0 < mv; j0 += GS_MT) {
+            int mt = gs_imin(GS_MT, mv - j0);
+            gs_tile_scores(zs, xs, ws, X, idxg, Wg, bias, d, k, b0, nb, j0, mt, g * m + j0);
+            if (lv) {
+                for (int j = 0; j < mt; j++) {
+                    int l = g * m + j0 + j;
+                    if (!mask || mask[l]) gs_insert(lv, li, K, zs[threadIdx.x][j], l);
+                }
+            }
+            __syncthreads();                               // v1 reads the lists across threads
+        }
+    }
+}
+
+// Block argmax in the top-k order over the entries (rv, ri, rp)[t], t < GS_NT, that each thread
+// has just written: afterwards entry 0 is the best. Every thread of the block must call it.
+__device__ __forceinline__ void gs_block_best(real* rv, int* ri, int* rp) {
+    __syncthreads();
+    for (int s = GS_NT / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s && gs_better(rv[threadIdx.x + s], ri[threadIdx.x + s],
+                                         rv[threadIdx.x], ri[threadIdx.x])) {
+            rv[threadIdx.x] = rv[threadIdx.x + s];
+            ri[threadIdx.x] = ri[threadIdx.x + s];
+            rp[threadIdx.x] = rp[threadIdx.x + s];
+        }
+        __syncthreads();
+    }
 }
 
 // -------------------------------------------------------------------------------------------
@@ -529,32 +643,9 @@ gs_topk_partial_v1(const real* __restrict__ X, const int* __restrict__ idx,
         lv[e / GS_KMAX][e % GS_KMAX] = gs_neg_inf();
         li[e / GS_KMAX][e % GS_KMAX] = -1;
     }
-    const int g1 = gs_imin(G, (c + 1) * gpc);
-    for (int g = c * gpc; g < g1; g++) {
-        const int mv = gs_imin(m, L - g * m);
-        const int* idxg = idx + (long long)g * k;
-        const real* Wg = W + (long long)g * m * k;
-        for (int j0 = 0; j0 < mv; j0 += GS_MT) {
-            int mt = gs_imin(GS_MT, mv - j0);
-            real acc[GS_OUT_ZB];
-            gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);  // ends with a barrier
-#pragma unroll
-            for (int r = 0; r < GS_OUT_ZB; r++) {
-                int o = threadIdx.x + r * GS_NT;
-                if (o < GS_TB * GS_MT) {
-                    int b = o / GS_MT, j = o % GS_MT;
-                    int l = g * m + j0 + j;
-                    zs[b][j] = (j < mt) ? acc[r] + (bias ? bias[l] : (real)0) : (real)0;
-                }
-            }
-            __syncthreads();
-            if (threadIdx.x < nb) {                        // one thread per row merges the tile
-                int b = threadIdx.x;
-                for (int j = 0; j < mt; j++) gs_insert(lv[b], li[b], K, zs[b][j], g * m + j0 + j);
-            }
-            __syncthreads();
-        }
-    }
+    const bool own = threadIdx.x < nb;                     // one thread per row merges the tiles
+    gs_topk_chunk(zs, xs, ws, X, idx, W, bias, nullptr, d, G, m, k, L, gpc, K, b0, nb,
+                  own ? lv[threadIdx.x] : nullptr, own ? li[threadIdx.x] : nullptr);
     for (int e = threadIdx.x; e < GS_TB * K; e += blockDim.x) {
         int b = e / K, r = e % K;
         if (b < nb) {
@@ -587,21 +678,88 @@ gs_topk_merge_v1(real* __restrict__ cand_v, int* __restrict__ cand_i, real* __re
             if (gs_better(cv[p], ci[p], bv, bi)) { bv = cv[p]; bi = ci[p]; bp = p; }
         }
         rv[threadIdx.x] = bv; ri[threadIdx.x] = bi; rp[threadIdx.x] = bp;
-        __syncthreads();
-        for (int s = GS_NT / 2; s > 0; s >>= 1) {
-            if (threadIdx.x < s && gs_better(rv[threadIdx.x + s], ri[threadIdx.x + s],
-                                             rv[threadIdx.x], ri[threadIdx.x])) {
-                rv[threadIdx.x] = rv[threadIdx.x + s];
-                ri[threadIdx.x] = ri[threadIdx.x + s];
-                rp[threadIdx.x] = rp[threadIdx.x + s];
-            }
-            __syncthreads();
-        }
+        gs_block_best(rv, ri, rp);
         if (threadIdx.x == 0) {
             out_v[(long long)b * K + r] = rv[0];
             out_i[(long long)b * K + r] = ri[0];
             if (rp[0] >= 0) ci[rp[0]] = -1;                // taken
         }
         __syncthreads();
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// gs_topk_partial_v2: gs_topk_partial_v1 over the real slots only (mask[l] = 1) and for any K:
+// thread b keeps row b0+b's sorted list in its place in the output, in global memory (v1 keeps
+// the lists in shared memory, which bounds K by GS_KMAX).
+// Shapes: X (B, d), idx (G, k), W (G, m, k), bias (L,) or NULL, mask (L,) uint8; out cand_v,
+// cand_i (B, n_chunks, K), n_chunks = ceil(G / gpc), each (b, c) list sorted best first;
+// entries past the chunk's real slots hold (-inf, -1).
+// Launch: grid (n_chunks, ceil(B/TB)), block (GS_NT); static shared (TB + MT)·(KT+1) +
+// TB·(MT+1) reals.
+// Work: 2·B·L·k FLOPs + B·L compares with the list's last entry, O(K) moves per entry that
+// enters. Bytes: like gs_forward_v1 without the Z write; the lists B·n_chunks·K·8 (L1/L2-resident
+// while a block works on them).
+extern "C" __global__ void __launch_bounds__(GS_NT, GS_MINB)
+gs_topk_partial_v2(const real* __restrict__ X, const int* __restrict__ idx,
+                   const real* __restrict__ W, const real* __restrict__ bias,
+                   const unsigned char* __restrict__ mask, real* __restrict__ cand_v,
+                   int* __restrict__ cand_i, int B, int d, int G, int m, int k, int L, int gpc,
+                   int K) {
+    __shared__ real xs[GS_TB][GS_KT + 1];
+    __shared__ real ws[GS_MT][GS_KT + 1];
+    __shared__ real zs[GS_TB][GS_MT + 1];
+    const int b0 = blockIdx.y * GS_TB;
+    const int nb = gs_imin(GS_TB, B - b0);
+    real* lv = nullptr;
+    int* li = nullptr;
+    if (threadIdx.x < nb) {                                // row b0 + threadIdx.x: its own list
+        long long o = ((long long)(b0 + threadIdx.x) * gridDim.x + blockIdx.x) * K;
+        lv = cand_v + o;
+        li = cand_i + o;
+        for (int r = 0; r < K; r++) { lv[r] = gs_neg_inf(); li[r] = -1; }
+    }
+    gs_topk_chunk(zs, xs, ws, X, idx, W, bias, mask, d, G, m, k, L, gpc, K, b0, nb, lv, li);
+}
+
+// -------------------------------------------------------------------------------------------
+// gs_topk_merge_v2: out (B, K) = the best K of each row's n_chunks sorted lists (from
+// gs_topk_partial_v2: cand_v, cand_i (B, n_chunks, K)), best first. Round r takes the best of
+// the lists' heads (a block argmax over n_chunks entries, not n_chunks·K) and advances that
+// list's head; pos (B, n_chunks) int32, zeroed by the caller, holds the heads (list c's head
+// is read and moved by thread c mod blockDim.x alone). (-inf, -1) once every list is used up.
+// Launch: grid (B), block (GS_NT); static shared GS_NT·(sizeof(real) + 8) bytes.
+// Work: K·n_chunks comparisons per row (v1: K·n_chunks·K). Bytes: K reads of the heads
+// (n_chunks·12·K per row), B·K·8 written.
+extern "C" __global__ void __launch_bounds__(GS_NT, GS_MINB)
+gs_topk_merge_v2(const real* __restrict__ cand_v, const int* __restrict__ cand_i,
+                 int* __restrict__ pos, real* __restrict__ out_v, int* __restrict__ out_i,
+                 int nc, int K) {
+    __shared__ real rv[GS_NT];
+    __shared__ int ri[GS_NT];
+    __shared__ int rp[GS_NT];
+    const int b = blockIdx.x;
+    const real* cv = cand_v + (long long)b * nc * K;
+    const int* ci = cand_i + (long long)b * nc * K;
+    int* head = pos + (long long)b * nc;
+    for (int r = 0; r < K; r++) {
+        real bv = gs_neg_inf();
+        int bi = -1, bc = -1;
+        for (int c = threadIdx.x; c < nc; c += blockDim.x) {
+            int p = head[c];
+            if (p < K) {
+                long long e = (long long)c * K + p;
+                if (gs_better(cv[e], ci[e], bv, bi)) { bv = cv[e]; bi = ci[e]; bc = c; }
+            }
+        }
+        rv[threadIdx.x] = bv; ri[threadIdx.x] = bi; rp[threadIdx.x] = bc;
+        gs_block_best(rv, ri, rp);
+        if (threadIdx.x == 0) {
+            out_v[(long long)b * K + r] = rv[0];
+            out_i[(long long)b * K + r] = ri[0];
+        }
+        const int win = rp[0];
+        if (ri[0] >= 0 && (unsigned)win % blockDim.x == threadIdx.x) head[win]++;   // its owner
+        __syncthreads();                                   // before rv, ri, rp change
     }
 }

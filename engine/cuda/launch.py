@@ -4,7 +4,8 @@ One launcher per kernel, written once for two executors:
 - on the GPU (engine/heads/cuda.py): `xp` is cupy, `run` calls a CuPy RawModule function;
 - on the CPU (tests): `xp` is numpy, `run` is an emulated module (engine/cuda/emulate).
 `run(name, grid, block, args)` launches one kernel; ints are passed as np.int32, reals as the
-array dtype, arrays as arrays. A NULL bias is never passed: a zero bias stands in.
+array dtype, arrays as arrays. No NULL is ever passed: a zero bias, an all-ones slot mask and
+1-element gradients (when none is asked for) stand in.
 
 Prior validation of index ranges is assumed (engine/heads/group_shared.py checks idx); shapes,
 dtypes and contiguity are checked here, with errors that name the argument.
@@ -120,75 +121,84 @@ def grad_weight(run, xp, tiles, dZ, X, idx, m):
     return dW
 
 
-def fused_bce(run, xp, tiles, X, idx, W, bias, indptr, indices, n_labels=None, scale=1.0):
-    """(loss float, dX (B, d), dW (G, m, k), dbias (L,) or None): BCE-with-logits of the layer's
-    logits against Y (CSR: indptr (B+1,), indices sorted per row), summed over (b, l) and
-    times `scale`, with its gradients; gs_fused_bce_v1, grid (G), no (B, L) array."""
+def _mask(xp, mask, L):
+    """slot_mask (>= L,) bool or None as the kernels' (L,) uint8 flags (None: every slot real)."""
+    if mask is None:
+        return xp.ones(L, np.uint8)
+    if mask.ndim != 1 or mask.shape[0] < L:
+        raise ValueError(f"slot_mask has shape {tuple(mask.shape)}, expected ({L},) (one flag per slot)")
+    return xp.ascontiguousarray(mask[:L].astype(np.uint8))
+
+
+def _unmasked(version, mask, what):
+    """Version 1 of a kernel knows no slot mask: refuse one that masks anything."""
+    if version == 1 and not bool(mask.all()):
+        raise ValueError(f"{what}_v1 knows no slot mask: take version 2")
+
+
+def fused_bce(run, xp, tiles, X, idx, W, bias, indptr, indices, mask=None, n_labels=None,
+              scale=1.0, need_grad=True, version=2):
+    """(loss float, dX (B, d), dW (G, m, k), dbias (L,) or None; the three None without
+    need_grad): BCE-with-logits of the layer's logits against Y (CSR: indptr (B+1,), indices
+    sorted per row) over the real slots (mask (>= L,) bool, None: all), summed over (b, l) and
+    times `scale`, with its gradients; gs_fused_bce_v<version>, grid (G), no (B, L) array.
+    v1 knows no mask and always computes the gradients."""
     has_bias = bias is not None
     X, idx, W, bias, (B, d, G, m, k, L) = _layer(xp, X, idx, W, bias, n_labels)
     indptr = _check(xp, "indptr", indptr, np.int32, (B + 1,))
     indices = _check(xp, "indices", indices, np.int32, (indices.shape[0],))
+    mask = _mask(xp, mask, L)
+    if version not in (1, 2):
+        raise ValueError(f"fused_bce version={version}: expected 1 or 2")
+    _unmasked(version, mask, "gs_fused_bce")
     dt = X.dtype
-    dX = xp.zeros((B, d), dt)
-    dW = xp.zeros((G, m, k), dt)
-    db = xp.zeros(L, dt)
+    grads = need_grad or version == 1
+    dX = xp.zeros((B, d) if grads else 1, dt)                 # 1-element dummies: never touched
+    dW = xp.zeros((G, m, k) if grads else 1, dt)
+    db = xp.zeros(L if grads else 1, dt)
     parts = xp.zeros(G, dt)
-    if B and L:
+    sizes = (_i(B), _i(d), _i(G), _i(m), _i(k), _i(L), dt.type(scale))
+    if B and L and version == 1:
         run("gs_fused_bce_v1", (G,), (tiles.nt,),
-            (X, idx, W, bias, indptr, indices, dX, dW, db, parts,
-             _i(B), _i(d), _i(G), _i(m), _i(k), _i(L), dt.type(scale)))
+            (X, idx, W, bias, indptr, indices, dX, dW, db, parts) + sizes)
+    elif B and L:
+        run("gs_fused_bce_v2", (G,), (tiles.nt,),
+            (X, idx, W, bias, mask, indptr, indices, dX, dW, db, parts) + sizes + (_i(need_grad),))
     loss = float(parts.astype(np.float64).sum())
+    if not need_grad:
+        return loss, None, None, None
     return loss, dX, dW, (db if has_bias else None)
 
 
-def topk(run, xp, tiles, X, idx, W, bias=None, n_labels=None, K=5, groups_per_chunk=None):
-    """(values (B, K), labels (B, K) int32): the K best logits per row (larger first, ties to
-    the smaller label), without the (B, L) logits. gs_topk_partial_v1 over chunks of groups,
-    grid (n_chunks, ceil(B/TB)), then gs_topk_merge_v1, grid (B)."""
+def topk(run, xp, tiles, X, idx, W, bias, K, mask=None, n_labels=None, groups_per_chunk=None,
+         version=2):
+    """(values (B, K), labels (B, K) int32): the K best logits per row among the real slots
+    (mask (>= L,) bool, None: all), larger first, ties to the smaller label, (-inf, -1) where
+    fewer than K are real; without the (B, L) logits. gs_topk_partial_v<version> over chunks of
+    groups, grid (n_chunks, ceil(B/TB)), then gs_topk_merge_v<version>, grid (B).
+    v1 knows no mask and takes K <= GS_KMAX; v2 takes any K (n_chunks ~ min(1024, 32768/K), so
+    the chunks' lists stay B·32768 entries at most)."""
     X, idx, W, bias, (B, d, G, m, k, L) = _layer(xp, X, idx, W, bias, n_labels)
     K = int(K)
-    if not 1 <= K <= tiles.kmax:
-        raise ValueError(f"K={K}: the fused top-k takes 1 <= K <= {tiles.kmax} (GS_KMAX)")
-    gpc = groups_per_chunk or max(1, _cdiv(G, 1024))          # ~1024 chunks: enough blocks
+    if version not in (1, 2):
+        raise ValueError(f"topk version={version}: expected 1 or 2")
+    kmax = tiles.kmax if version == 1 else None
+    if K < 1 or (kmax and K > kmax):
+        raise ValueError(f"K={K}: gs_topk_partial_v{version} takes 1 <= K" + (f" <= {kmax} (GS_KMAX)" if kmax else ""))
+    mask = _mask(xp, mask, L)
+    _unmasked(version, mask, "gs_topk_partial")
+    gpc = groups_per_chunk or max(1, _cdiv(G, max(1, min(1024, 32768 // K))))   # enough blocks
     nc = _cdiv(G, gpc)
     dt = X.dtype
     cv = xp.empty((B, nc, K), dt)
     ci = xp.empty((B, nc, K), np.int32)
     vals = xp.empty((B, K), dt)
     labs = xp.empty((B, K), np.int32)
-    if B:
-        run("gs_topk_partial_v1", (nc, _cdiv(B, tiles.tb)), (tiles.nt,),
-            (X, idx, W, bias, cv, ci, _i(B), _i(d), _i(G), _i(m), _i(k), _i(L), _i(gpc), _i(K)))
+    sizes = (_i(B), _i(d), _i(G), _i(m), _i(k), _i(L), _i(gpc), _i(K))
+    if B and version == 1:
+        run("gs_topk_partial_v1", (nc, _cdiv(B, tiles.tb)), (tiles.nt,), (X, idx, W, bias, cv, ci) + sizes)
         run("gs_topk_merge_v1", (B,), (tiles.nt,), (cv, ci, vals, labs, _i(nc * K), _i(K)))
+    elif B:
+        run("gs_topk_partial_v2", (nc, _cdiv(B, tiles.tb)), (tiles.nt,), (X, idx, W, bias, mask, cv, ci) + sizes)
+        run("gs_topk_merge_v2", (B,), (tiles.nt,), (cv, ci, xp.zeros((B, nc), np.int32), vals, labs, _i(nc), _i(K)))
     return vals, labs
-
-
-def slot_magnitude(run, xp, tiles, W, n_labels=None):
-    """score (G, k) = Σ_{labels j of g that exist} |W[g, j, t]|: dst_slot_magnitude_v1."""
-    G, m, k = W.shape
-    L = G * m if n_labels is None else int(n_labels)
-    W = _check(xp, "W", W, W.dtype, (G, m, k))
-    score = xp.empty((G, k), W.dtype)
-    if G * k:
-        run("dst_slot_magnitude_v1", (_cdiv(G * k, tiles.nt),), (tiles.nt,),
-            (W, score, _i(G), _i(m), _i(k), _i(L)))
-    return score
-
-
-def regrow(run, xp, tiles, idx, W, slots, cand, d):
-    """(new_idx (G, k) int32, n_filled (G,) int32); W's regrown slots are zeroed in place.
-    slots (G, r) int32: distinct slot numbers per row, -1 for none; cand (G, C) int32 random
-    candidate inputs, used in order. dst_regrow_v1, one thread per group."""
-    G, m, k = W.shape
-    idx = _check(xp, "idx", idx, np.int32, (G, k))
-    slots = _check(xp, "slots", slots, np.int32, (G, slots.shape[1]))
-    cand = _check(xp, "cand", cand, np.int32, (G, cand.shape[1]))
-    if not W.flags.c_contiguous:
-        raise ValueError("W must be C-contiguous: its regrown slots are zeroed in place")
-    new_idx = xp.empty((G, k), np.int32)
-    n_filled = xp.empty(G, np.int32)
-    if G:
-        run("dst_regrow_v1", (_cdiv(G, tiles.nt),), (tiles.nt,),
-            (idx, new_idx, W, slots, cand, n_filled, _i(G), _i(m), _i(k), _i(d),
-             _i(slots.shape[1]), _i(cand.shape[1])))
-    return new_idx, n_filled

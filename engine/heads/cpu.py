@@ -29,8 +29,8 @@ How it runs:
   place: the (B, L) logits never exist. See the section "fused" below.
 - fastmath allows reassociation and contraction (FMA), not "no NaNs": NaN and inf propagate.
 
-Same functions and signatures as engine/heads/reference.py (numpy in, numpy out, float32 or
-float64; dtype of the result = the common dtype of the inputs).
+The backend contract of engine/heads/__init__.py (numpy in, numpy out, float32 or float64;
+dtype of the result = the common dtype of the inputs).
 """
 
 import sys

@@ -6,11 +6,12 @@ Shapes: X (B, d), idx (G, k) int32, W (G, m, k), Z (B, L) with L <= G·m; label 
     dW[g,j,t]   = Σ_b dZ[b, g·m+j] · X[b, idx[g,t]]
     dX[b, i]    = Σ_{(g,t): idx[g,t]=i} Σ_j dZ[b, g·m+j] · W[g,j,t]
 
-Same functions and signatures as engine/heads/cpu.py (forward, backward, grad_input,
-grad_weight), on CuPy arrays (torch CUDA tensors arrive through DLPack, no copy), plus
-`fused_bce` (loss, dX, dW, dbias without the (B, L) logits) and `topk` (best K labels per row
-without the logits). Host (numpy) inputs are handed to the cpu backend: a head built with
-backend="auto" on a GPU machine keeps working on CPU tensors until it is moved to the GPU.
+The backend contract of engine/heads/__init__.py (the functions, arguments and results of the
+reference and cpu backends), on CuPy arrays: torch CUDA tensors arrive through DLPack, no copy.
+The fused loss and top-k run on the GPU whatever the slot mask and K (gs_fused_bce_v2,
+gs_topk_partial_v2 + gs_topk_merge_v2). The backend follows the arrays' device: host (numpy)
+arrays are handed to the cpu backend, so a head built with backend="auto" on a GPU machine
+keeps working on CPU tensors until it is moved to the GPU.
 
 How it runs: each .cu is compiled once per (dtype, device) by CuPy's RawModule with
 engine.cuda.options() — the options the NVRTC test compiles with — and launched by the
@@ -76,9 +77,6 @@ def _module(src, dtype_name, device_id):
     return mod
 
 
-_FILE_OF = {"dst_": "dst.cu"}
-
-
 def _torch_stream(cp, device_id):
     """torch's current stream on `device_id`, as a CuPy stream: kernels queue behind torch's work."""
     import torch
@@ -89,8 +87,7 @@ def _runner(cp, dtype, device_id):
     """run(name, grid, block, args) on torch's current stream of `device_id`."""
 
     def run(name, grid, block, args):
-        src = _FILE_OF.get(name[:4], "group_shared.cu")
-        fn = _module(src, np.dtype(dtype).name, device_id).get_function(name)
+        fn = _module("group_shared.cu", np.dtype(dtype).name, device_id).get_function(name)
         stream = _torch_stream(cp, device_id)
         try:
             with cp.cuda.Device(device_id), stream:
@@ -124,10 +121,11 @@ def _cpu():
 
 
 # ---------------------------------------------------------------------------------------------
-# the backend interface (engine/heads/group_shared.py), CuPy arrays in and out
+# the backend contract (engine/heads/__init__.py), CuPy arrays in and out
 
 def forward(X, idx, W, bias=None, n_labels=None):
-    """Z (B, n_labels) = layer(X (B, d)); n_labels defaults to G·m. gs_forward_v1."""
+    """Z (B, n_labels) = layer(X (B, d)); n_labels defaults to G·m. gs_forward_v2 when m < MT,
+    else gs_forward_v1."""
     if _is_host(X):
         return _cpu().forward(X, idx, W, bias, n_labels)
     cp, run, (X, idx, W, bias) = _prep(X, idx, W, bias)
@@ -170,40 +168,31 @@ def grad_weight(dZ, X, idx, m=None):
                                idx.astype(np.int32, copy=False), int(m))
 
 
-def fused_bce(X, idx, W, bias, indptr, indices, n_labels=None, scale=1.0):
-    """(loss, dX, dW, dbias or None): BCE-with-logits of the layer against Y (CSR indptr (B+1,),
-    indices sorted per row), summed over (b, l) times `scale` (1/B: the trainer's loss), with
-    its gradients, never holding the (B, L) logits. gs_fused_bce_v1."""
+def group_shared_bce(X, idx, W, bias, y_indptr, y_slots, slot_mask=None, n_labels=None,
+                     scale=None, need_grad=True):
+    """(loss, dX (B, d), dW (G, m, k), dbias (L,) or None; the three None without need_grad):
+    BCE-with-logits of the layer over the real slots (slot_mask (>= L,) bool, None: all) against
+    Y (CSR y_indptr (B+1,), y_slots sorted per row), summed over (b, s) times scale (default
+    1/B: the trainer's loss), never holding the (B, L) logits. gs_fused_bce_v2."""
     if _is_host(X):
-        raise CudaBackendError("fused_bce runs on the GPU only: X is a host array")
-    cp, run, (X, idx, W, bias, indptr, indices) = _prep(X, idx, W, bias, indptr, indices)
+        return _cpu().group_shared_bce(X, idx, W, bias, y_indptr, y_slots, slot_mask, n_labels,
+                                       scale, need_grad)
+    cp, run, (X, idx, W, bias, y_indptr, y_slots, slot_mask) = _prep(X, idx, W, bias, y_indptr,
+                                                                     y_slots, slot_mask)
+    scale = 1.0 / max(X.shape[0], 1) if scale is None else float(scale)
     return _launch.fused_bce(run, cp, TILES, X, idx.astype(np.int32, copy=False), W, bias,
-                             indptr.astype(np.int32, copy=False),
-                             indices.astype(np.int32, copy=False), n_labels, scale)
+                             y_indptr.astype(np.int32, copy=False),
+                             y_slots.astype(np.int32, copy=False), slot_mask, n_labels, scale,
+                             need_grad)
 
 
-def topk(X, idx, W, bias=None, n_labels=None, K=5, groups_per_chunk=None):
-    """(values (B, K), labels (B, K) int32): the best K labels per row (larger logit first, ties
-    to the smaller label), without the (B, L) logits. gs_topk_partial_v1 + gs_topk_merge_v1."""
+def group_shared_topk(X, idx, W, bias, K, slot_mask=None, n_labels=None):
+    """(scores (B, K), slots (B, K) int64): the K largest logits per row among the real slots,
+    larger first, ties to the smaller slot, (-inf, -1) where fewer than K are real; without
+    the (B, L) logits, for any K. gs_topk_partial_v2 + gs_topk_merge_v2."""
     if _is_host(X):
-        raise CudaBackendError("topk runs on the GPU only: X is a host array")
-    cp, run, (X, idx, W, bias) = _prep(X, idx, W, bias)
-    return _launch.topk(run, cp, TILES, X, idx.astype(np.int32, copy=False), W, bias, n_labels,
-                        K, groups_per_chunk)
-
-
-def slot_magnitude(W, n_labels=None):
-    """score (G, k) = Σ_j |W[g, j, t]| over the labels that exist. dst_slot_magnitude_v1."""
-    cp, run, (W,) = _prep(W)
-    return _launch.slot_magnitude(run, cp, TILES, W, n_labels)
-
-
-def regrow(idx, W, slots, cand, d):
-    """(new_idx (G, k) int32, n_filled (G,) int32); the regrown slots of W (a device array) are
-    zeroed in place. slots (G, r): distinct slot numbers per row, -1 for none; cand (G, C):
-    random candidate inputs, used in order. dst_regrow_v1."""
-    if _is_host(W):
-        raise CudaBackendError("regrow runs on the GPU only: W is a host array")
-    cp, run, (W, idx, slots, cand) = _prep(W, idx, slots, cand)
-    return _launch.regrow(run, cp, TILES, idx.astype(np.int32, copy=False), W,
-                          slots.astype(np.int32, copy=False), cand.astype(np.int32, copy=False), int(d))
+        return _cpu().group_shared_topk(X, idx, W, bias, K, slot_mask, n_labels)
+    cp, run, (X, idx, W, bias, slot_mask) = _prep(X, idx, W, bias, slot_mask)
+    vals, slots = _launch.topk(run, cp, TILES, X, idx.astype(np.int32, copy=False), W, bias, K,
+                               slot_mask, n_labels)
+    return vals, slots.astype(np.int64)

@@ -16,8 +16,7 @@ L=670,091 in float32, and as much again for dZ and the dense targets).
 The Function computes loss and gradients in one pass in forward (the loss needs the logits,
 and so do the gradients: one pass instead of two) and hands them out scaled by the incoming
 gradient in backward. Kernels: group_shared_bce / group_shared_topk of the head's backend
-(engine/heads/cpu.py; reference.py in float64 for tests; the cuda backend's fused_bce/topk,
-which know no slot mask, when the tensors are on a GPU and every slot is real).
+(the backend contract of engine/heads/__init__.py: cpu, cuda, or reference in float64).
 """
 
 import numpy as np
@@ -25,29 +24,6 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .group_shared import _from_backend, _to_backend, get_backend
-
-# ---------------------------------------------------------------------------------------------
-# backends
-
-
-def _bce(backend, h, idx, W, bias, y_indptr, y_slots, slot_mask, n_labels, scale, need_grad):
-    be = get_backend(backend)
-    if backend != "cuda":
-        return be.group_shared_bce(h, idx, W, bias, y_indptr, y_slots, slot_mask, n_labels, scale, need_grad)
-    if slot_mask is not None and not bool(np.asarray(slot_mask)[:n_labels].all()):
-        raise NotImplementedError("the cuda fused_bce knows no slot mask: use the unfused loss "
-                                  "(head(h) and F.binary_cross_entropy_with_logits) for masked slots")
-    return be.fused_bce(h, idx, W, bias, y_indptr, y_slots, n_labels, scale)
-
-
-def _topk(backend, h, idx, W, bias, k, slot_mask, n_labels):
-    be = get_backend(backend)
-    if backend != "cuda":
-        return be.group_shared_topk(h, idx, W, bias, k, slot_mask, n_labels)
-    if slot_mask is not None and not bool(np.asarray(slot_mask)[:n_labels].all()):
-        raise NotImplementedError("the cuda topk knows no slot mask: mask the logits of head(h) instead")
-    return be.topk(h, idx, W, bias, n_labels, k)
-
 
 # ---------------------------------------------------------------------------------------------
 # autograd
@@ -62,8 +38,9 @@ class FusedBCEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, W, bias, idx, y_indptr, y_slots, slot_mask, n_labels, scale, backend):
         need = any(ctx.needs_input_grad[:3])
-        loss, dh, dW, db = _bce(backend, _to_backend(h), _to_backend(idx), _to_backend(W),
-                                _to_backend(bias), y_indptr, y_slots, slot_mask, n_labels, scale, need)
+        loss, dh, dW, db = get_backend(backend).group_shared_bce(
+            _to_backend(h), _to_backend(idx), _to_backend(W), _to_backend(bias), y_indptr, y_slots,
+            slot_mask, n_labels, scale, need)
         ctx.grads = (_from_backend(dh, h.dtype), _from_backend(dW, W.dtype),
                      _from_backend(db, W.dtype)) if need else (None, None, None)
         return torch.tensor(float(loss), dtype=h.dtype, device=h.device)
@@ -117,8 +94,9 @@ def fused_topk(h, head, k, slot_mask=None):
     L = head.n_labels
     mask = check_mask(slot_mask, L)
     W = head.weight.detach()
-    vals, slots = _topk(head.backend, _to_backend(h.detach().to(W.dtype)), _to_backend(head.idx),
-                        _to_backend(W), _to_backend(head.bias), int(k), mask, L)
+    vals, slots = get_backend(head.backend).group_shared_topk(
+        _to_backend(h.detach().to(W.dtype)), _to_backend(head.idx), _to_backend(W),
+        _to_backend(head.bias), int(k), mask, L)
     return _from_backend(vals, W.dtype), _from_backend(slots, torch.int64)
 
 

@@ -34,10 +34,8 @@ from ..errors import ConfigError
 # ---------------------------------------------------------------------------------------------
 # backends: the one place where a name becomes a kernel module
 
-# name -> module with forward(X, idx, W, bias, n_labels) -> Z and
-#                    backward(dZ, X, idx, W, need_input, need_weight, need_bias) -> (dX, dW, db),
-# arrays in, arrays out: numpy for CPU tensors, CuPy for CUDA tensors (the "cuda" backend;
-# it hands numpy inputs to the cpu backend).
+# name -> module of the backend contract (engine/heads/__init__.py): the same six functions,
+# arrays in, arrays out: numpy for CPU tensors, CuPy for CUDA tensors.
 BACKENDS = {
     "reference": "engine.heads.reference",   # float64 numpy, obviously correct; for tests
     "cpu": "engine.heads.cpu",               # numba, parallel; the default

@@ -1,6 +1,9 @@
 """Reference backend of the group-shared fixed fan-in layer: float64 numpy, obviously correct.
 
-Used only by tests (and by `backend="reference"`), never for speed.
+The one float64 reference of every op of the backend contract (engine/heads/__init__.py): the
+layer, its gradients, the fused BCE loss and the fused top-k, which the cpu and cuda backends
+(and the CUDA kernels, emulated) are tested against. Used only by tests (and by
+`backend="reference"`), never for speed.
 
 Shapes: X (B, d), idx (G, k) int32, W (G, m, k), Z (B, L) with L <= G·m; label l = g·m + j.
 

@@ -8,10 +8,11 @@
 // __longlong_as_double, and cuda_emu::launch(grid, block, fn).
 //
 // How a launch runs: blocks one after another (x fastest, then y, then z); the threads of a block
-// as real std::threads that meet at the block's barrier in __syncthreads. `__shared__` becomes
-// `static`: one array shared by every thread of the process, which is exactly the block's shared
-// memory because only one block runs at a time (the launcher joins a block's threads before it
-// starts the next). A thread that returns leaves the barrier (arrive_and_drop), like an exited
+// as real std::threads that meet at the block's barrier in __syncthreads (one set of threads
+// per launch, started once and handed the blocks in turn). `__shared__` becomes `static`: one
+// array shared by every thread of the process, which is exactly the block's shared memory
+// because only one block runs at a time (every thread has finished a block before the next one
+// starts). A thread that returns leaves the block's barrier (arrive_and_drop), like an exited
 // GPU thread. Races and out-of-bounds accesses show as wrong results or AddressSanitizer errors;
 // a __syncthreads that not all threads reach deadlocks (it is undefined behaviour on the GPU too).
 // Not emulated: warp shuffles and votes, dynamic shared memory, streams, textures.
@@ -37,30 +38,45 @@ inline dim3 grid_dim, block_dim;
 inline thread_local dim3 thread_idx, block_idx;
 inline std::barrier<>* block_barrier = nullptr;
 
-// Run fn() as kernel<<<grid, block>>>: blocks in order, each block's threads in parallel.
+// Run fn() as kernel<<<grid, block>>>: blocks in order, each block's threads in parallel. The
+// block's threads are started once; `gate` (them and this thread) marks each block's start and
+// end, and each block gets a fresh barrier (a thread that returned early was dropped from the last).
 template <class F>
 void launch(dim3 grid, dim3 block, F&& fn) {
     grid_dim = grid;
     block_dim = block;
     const unsigned nt = block.x * block.y * block.z;
+    std::barrier<> gate(nt + 1);
+    dim3 next;
+    bool done = false;
+    std::vector<std::thread> threads;
+    threads.reserve(nt);
+    for (unsigned i = 0; i < nt; i++) {
+        threads.emplace_back([&, i] {
+            thread_idx = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
+            for (;;) {
+                gate.arrive_and_wait();                    // a block is ready, or the launch is over
+                if (done) return;
+                block_idx = next;
+                fn();
+                block_barrier->arrive_and_drop();
+                gate.arrive_and_wait();                    // every thread is through the block
+            }
+        });
+    }
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 std::barrier<> bar(nt);
                 block_barrier = &bar;
-                std::vector<std::thread> threads;
-                threads.reserve(nt);
-                for (unsigned i = 0; i < nt; i++) {
-                    threads.emplace_back([&, i] {
-                        block_idx = dim3(bx, by, bz);
-                        thread_idx = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
-                        fn();
-                        bar.arrive_and_drop();
-                    });
-                }
-                for (auto& t : threads) t.join();
-                block_barrier = nullptr;
+                next = dim3(bx, by, bz);
+                gate.arrive_and_wait();                    // start the block
+                gate.arrive_and_wait();                    // and wait for its end
             }
+    done = true;
+    gate.arrive_and_wait();
+    for (auto& t : threads) t.join();
+    block_barrier = nullptr;
 }
 }  // namespace cuda_emu
 

@@ -1,18 +1,11 @@
-"""Tests for engine/data.py: the XC format reader and writer, datasets, the synthetic generator."""
-
-import hashlib
-import re
-from pathlib import Path
+"""Tests for engine/data/xc.py: the XC format reader and writer, and the name files."""
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from engine.data import (SAMPLE_PRESET, Dataset, generate, load_dataset, normalize_rows, read_names, read_xc,
-                         save_dataset, write_names, write_xc)
-from engine.errors import ConfigError, DatasetFormatError
-
-from shared_data import DATASETS
+from engine.data import read_names, read_xc, write_names, write_xc
+from engine.errors import DatasetFormatError
 
 # ----------------------------------------------------------------------------
 # malformed files: (id, file bytes, line named in the error or None, words the message must contain)
@@ -111,7 +104,8 @@ def test_read_xc_long_valid_line(tmp_path):
     assert X.nnz == 100000 and X[0, 99999] == 99999 % 7 + 1 and Y.nnz == 1
 
 
-def _tricky_matrices():
+def tricky_matrices():
+    """Values that test the writer's digits (1e-7, 1/3, 3e38, ...), rows without features or labels."""
     rng = np.random.default_rng(0)
     X = sp.random(30, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
     X.data[:7] = [1.0, 0.1, 1e-7, -2.5, 1 / 3, 3e38, 100.0]
@@ -122,7 +116,7 @@ def _tricky_matrices():
 
 def test_write_read_round_trip_is_exact(tmp_path):
     # values are written with enough digits to read back as the same float32
-    X, Y = _tricky_matrices()
+    X, Y = tricky_matrices()
     write_xc(tmp_path / "a.txt", X, Y)
     X2, Y2 = read_xc(tmp_path / "a.txt")
     assert X2.shape == X.shape and Y2.shape == Y.shape
@@ -132,7 +126,7 @@ def test_write_read_round_trip_is_exact(tmp_path):
 
 def test_write_xc_is_byte_identical(tmp_path):
     # the same matrices give the same bytes, and rewriting a file read back changes nothing
-    X, Y = _tricky_matrices()
+    X, Y = tricky_matrices()
     write_xc(tmp_path / "a.txt", X, Y)
     write_xc(tmp_path / "b.txt", X.tocoo(), Y.toarray())
     write_xc(tmp_path / "c.txt", *read_xc(tmp_path / "a.txt"))
@@ -154,7 +148,7 @@ def test_write_xc_rejects_mismatched_rows(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# names and datasets
+# name files
 
 def test_names_round_trip(tmp_path):
     names = ["alpha", "two words", "ünïcødé", "x"]
@@ -172,156 +166,3 @@ def test_read_names_rejects_non_utf8(tmp_path):
     (tmp_path / "features.txt").write_bytes(b"a\nb\xe9\n")
     with pytest.raises(DatasetFormatError, match=r"features\.txt line 2: not UTF-8"):
         read_names(tmp_path / "features.txt", 2, "feature")
-
-
-def _small_dataset():
-    X, Y = _tricky_matrices()
-    return Dataset("tiny", X[:20], Y[:20], X[20:], Y[20:], [f"label {j}" for j in range(12)], None)
-
-
-def test_dataset_rejects_inconsistent_parts():
-    X, Y = _tricky_matrices()
-    with pytest.raises(ValueError, match="inconsistent shapes"):
-        Dataset("bad", X[:20], Y[:19], X[20:], Y[20:])
-    with pytest.raises(ValueError, match="3 label names for 12 labels"):
-        Dataset("bad", X[:20], Y[:20], X[20:], Y[20:], label_names=["a", "b", "c"])
-
-
-def test_save_load_dataset_round_trip(tmp_path):
-    ds = _small_dataset()
-    save_dataset(ds, tmp_path / "tiny")
-    back = load_dataset(tmp_path / "tiny")
-    assert back.name == "tiny" and back.label_names == ds.label_names and back.feature_names is None
-    for field in ("X_train", "Y_train", "X_test", "Y_test"):
-        np.testing.assert_array_equal(getattr(back, field).toarray(), getattr(ds, field).toarray())
-    assert (back.n_train, back.n_test, back.n_features, back.n_labels) == (20, 10, 40, 12)
-
-
-def test_load_dataset_missing_parts(tmp_path):
-    with pytest.raises(DatasetFormatError, match="nowhere: no such dataset directory"):
-        load_dataset(tmp_path / "nowhere")
-    save_dataset(_small_dataset(), tmp_path / "tiny")
-    (tmp_path / "tiny" / "test.txt").unlink()
-    with pytest.raises(DatasetFormatError, match=r"test\.txt: missing file"):
-        load_dataset(tmp_path / "tiny")
-
-
-def test_load_dataset_header_mismatch(tmp_path):
-    save_dataset(_small_dataset(), tmp_path / "tiny")
-    (tmp_path / "tiny" / "test.txt").write_text("1 40 13\n0 1:1\n")
-    with pytest.raises(DatasetFormatError, match=r"test\.txt line 1: header has 40 features and 13 labels but "
-                                                 r"train\.txt has 40 and 12"):
-        load_dataset(tmp_path / "tiny")
-
-
-def test_load_dataset_names_count_mismatch(tmp_path):
-    save_dataset(_small_dataset(), tmp_path / "tiny")
-    write_names(tmp_path / "tiny" / "labels.txt", ["only", "three", "names"])
-    with pytest.raises(DatasetFormatError, match=r"labels\.txt: expected 12 label names, found 3"):
-        load_dataset(tmp_path / "tiny")
-
-
-@pytest.mark.parametrize("name, shape", [("delicious", (12920, 3185, 500, 983)), ("bibtex", (4880, 2515, 1836, 159))])
-def test_load_real_dataset(name, shape):
-    if not (DATASETS / name).is_dir():
-        pytest.skip(f"{DATASETS / name} not present")
-    ds = load_dataset(DATASETS / name)
-    assert ds.name == name
-    assert (ds.n_train, ds.n_test, ds.n_features, ds.n_labels) == shape
-    assert len(ds.label_names) == ds.n_labels and len(ds.feature_names) == ds.n_features
-    assert ds.summary()["labels_without_train_positives"] == 0
-
-
-def test_summary():
-    s = _small_dataset().summary()
-    Y = _small_dataset().Y_train
-    assert s["n_train"] == 20 and s["n_test"] == 10 and s["n_labels"] == 12 and s["n_features"] == 40
-    assert s["avg_labels_per_point"] == pytest.approx(Y.nnz / 20)
-    assert s["labels_without_train_positives"] == int(np.sum(Y.toarray().sum(0) == 0))
-
-
-def test_normalize_rows():
-    X = sp.csr_matrix(np.array([[3, 0, 4], [0, 0, 0], [0, -2, 0]], dtype=np.float64))
-    Z = normalize_rows(X)
-    assert Z.dtype == np.float32 and Z.format == "csr"
-    np.testing.assert_allclose(Z.toarray(), [[0.6, 0, 0.8], [0, 0, 0], [0, -1, 0]], rtol=1e-6)
-    assert X[0, 0] == 3                         # the input is left alone
-
-
-# ----------------------------------------------------------------------------
-# generator
-
-SMALL = dict(n_points=600, n_features=300, n_labels=400, n_clusters=12, seed=3)
-
-
-def _arrays(ds):
-    return [a for M in (ds.X_train, ds.Y_train, ds.X_test, ds.Y_test) for a in (M.data, M.indices, M.indptr)]
-
-
-def test_generate_is_deterministic():
-    a, b, c = generate(**SMALL), generate(**SMALL), generate(**{**SMALL, "seed": 4})
-    for x, y in zip(_arrays(a), _arrays(b)):
-        np.testing.assert_array_equal(x, y)
-    assert a.label_names == b.label_names
-    assert any(x.shape != z.shape or np.any(x != z) for x, z in zip(_arrays(a), _arrays(c)))
-
-
-def test_generate_shapes_and_params():
-    ds = generate(**SMALL, mean_labels=5.0, mean_features=20.0, test_fraction=0.3, name="toy")
-    assert ds.name == "toy"
-    assert (ds.n_train, ds.n_test, ds.n_features, ds.n_labels) == (420, 180, 300, 400)
-    for M in (ds.X_train, ds.Y_train, ds.X_test, ds.Y_test):
-        assert M.format == "csr" and M.dtype == np.float32 and M.has_canonical_format
-    s = ds.summary()
-    assert 4.0 <= s["avg_labels_per_point"] <= 6.0
-    assert 16 <= s["avg_features_per_point"] <= 24
-    norms = np.sqrt(ds.X_train.multiply(ds.X_train).sum(1)).A1
-    np.testing.assert_allclose(norms[norms > 0], 1, rtol=1e-5)
-    assert re.fullmatch(r"c\d\d_label_\d{4}", ds.label_names[0]) and ds.feature_names[42] == "f0042"
-
-
-def test_generate_sample_preset_is_long_tailed():
-    ds = generate(**SAMPLE_PRESET)
-    assert (ds.n_train, ds.n_test, ds.n_features, ds.n_labels) == (3000, 1000, 1000, 2000)
-    Y = sp.vstack([ds.Y_train, ds.Y_test])
-    assert abs(Y.nnz / Y.shape[0] - SAMPLE_PRESET["mean_labels"]) <= 0.2 * SAMPLE_PRESET["mean_labels"]
-    freq = np.sort(Y.sum(0).A1)[::-1]
-    assert freq[:20].sum() > 2 * freq[1000:].sum()          # top 1% of labels vs bottom 50%
-    assert freq[0] > 20 * np.median(freq)
-
-
-def test_generate_label_names_reveal_clusters():
-    # labels of one cluster share their points' features far more than labels of different clusters
-    ds = generate(**SMALL)
-    cluster = np.array([int(n[1:3]) for n in ds.label_names])
-    P = normalize_rows(ds.Y_train.T @ ds.X_train).toarray()             # (L, D) label embeddings
-    seen = np.flatnonzero(np.abs(P).sum(1) > 0)
-    S, same = P[seen] @ P[seen].T, cluster[seen][:, None] == cluster[seen][None]
-    assert S[same].mean() > 5 * S[~same].mean()
-
-
-BAD_PARAMS = [
-    ("n_points", 1), ("n_points", 10.0), ("n_features", 0), ("n_labels", 0), ("n_clusters", 0),
-    ("n_clusters", 401), ("alpha", -0.5), ("alpha", float("nan")), ("mean_labels", 0), ("mean_features", 0.5),
-    ("test_fraction", 0.0), ("test_fraction", 1.0), ("noise", -0.1), ("noise", 1.5), ("seed", -1),
-    ("seed", 1.5), ("name", ""),
-]
-
-
-@pytest.mark.parametrize("param, value", BAD_PARAMS, ids=[f"{p}={v!r}" for p, v in BAD_PARAMS])
-def test_generate_rejects_bad_params(param, value):
-    with pytest.raises(ConfigError, match=re.escape(f"{param} must be")) as info:
-        generate(**{**SMALL, param: value})
-    assert repr(value) in str(info.value)
-
-
-def test_bundled_sample_matches_the_generator(tmp_path):
-    # sample_data/ is exactly save_dataset(generate(**SAMPLE_PRESET), "sample_data")
-    bundled = Path(__file__).resolve().parents[1] / "sample_data"
-    if not (bundled / "train.txt").is_file():
-        pytest.skip("sample_data/ not generated yet")
-    save_dataset(generate(**SAMPLE_PRESET), tmp_path)
-    for f in ("train.txt", "test.txt", "labels.txt", "features.txt"):
-        fresh, shipped = (tmp_path / f).read_bytes(), (bundled / f).read_bytes()
-        assert hashlib.sha256(fresh).hexdigest() == hashlib.sha256(shipped).hexdigest(), f
-

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import ConfigError, XMCError
-from .experiments import mach_buckets_for
-from .runs import Run
+from ..errors import ConfigError, XMCError
+from ..runs import Run
+from .results import mach_buckets_for
 
 HEADS = {
     "group_shared": dict(head="group_shared", fanin=32, group_size=32),
@@ -35,7 +35,7 @@ BYTES_PER_PARAM = 16            # float32 weight, gradient, Adam's two moments
 
 def scaling_dataset(n_labels, out, seed=0):
     """Write the benchmark's synthetic dataset (n_labels labels, 12,000 points) to `out`."""
-    from .data import generate, save_dataset
+    from ..data import generate, save_dataset
     ds = generate(n_points=12_000, n_features=5_000, n_labels=n_labels, n_clusters=max(1, n_labels // 200),
                   seed=seed, name=f"scaling-{n_labels}")
     save_dataset(ds, out)
@@ -43,7 +43,7 @@ def scaling_dataset(n_labels, out, seed=0):
 
 
 def train_flags(head, n_labels, batch_size, seed):
-    settings = dict(HEADS[head], epochs=1, batch_size=batch_size, seed=seed)
+    settings = dict(HEADS[head], epochs=1, batch_size=batch_size, lr=1e-3, seed=seed)
     if settings.get("mach_buckets") == 0:
         settings["mach_buckets"] = mach_buckets_for(n_labels)
     return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]

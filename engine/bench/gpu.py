@@ -1,11 +1,10 @@
 """GPU benchmark of the CUDA kernels against nn.Linear and torch.sparse, timed with CUDA events.
 
-    python -m engine.cuda.bench_gpu                       # the defaults below
-    python -m engine.cuda.bench_gpu --L=670091 --m=8 --k=64 --B=512
+    python -m engine.bench.gpu                            # the defaults below
+    python -m engine.bench.gpu --L=670091 --m=8 --k=64 --B=512
 
 Needs a GPU, torch with CUDA and CuPy (pip install ".[gpu]"). First every kernel is validated
-against the float64 reference (engine/heads/reference.py, engine/cuda/reference_fused.py) on a
-small shape; only then is each one timed (warm-up, then the mean of `iters` runs between two
+against the float64 reference (engine/heads/reference.py) on a small shape; only then is each one timed (warm-up, then the mean of `iters` runs between two
 CUDA events on torch's current stream, the stream the kernels run on). Providers at the same
 number of nonzeros B·L·k: cuda (engine/heads/cuda.py), nn.Linear (dense, B·L·d) and
 torch.sparse (CSR weight (L, d) with k nonzeros per row). The table gives time, achieved
@@ -49,7 +48,7 @@ def cuda_time_ms(fn, warmup=warmup, iters=iters):
 def make(B, d, L, m, k, seed, device):
     """Random X, idx, W, bias (torch, on `device`) and Y (CSR, sorted rows) for the layer."""
     import torch
-    from engine.heads.group_shared import random_index
+    from ..heads.group_shared import random_index
     G = -(-L // m)
     gen = torch.Generator().manual_seed(seed)
     X = torch.randn(B, d, generator=gen)
@@ -70,15 +69,14 @@ VALIDATE_SHAPE = (33, 70, 1001, 3, 37)     # B, d, L, m, k: tails in every tile
 def validate(cu, cp, device="cuda", shape=VALIDATE_SHAPE):
     """Every kernel against the float64 reference on a small shape; raises on a mismatch."""
     import torch
-    from engine.cuda import reference_fused as RF
-    from engine.heads import reference as R
+    from ..cuda import launch as kl
+    from ..heads import reference as R
     Bs, ds, Ls, ms, ks = shape
     X, idx, W, bias, indptr, indices = make(Bs, ds, Ls, ms, ks, seed + 1, device)
     h = [t.cpu().numpy() for t in (X, idx, W, bias, indptr, indices)]
     c = [cp.from_dlpack(t) for t in (X, idx, W, bias, indptr, indices)]
     dZ = torch.randn(Bs, Ls, device=device)
     checks = []
-    from engine.cuda import launch as kl
     run = cu._runner(cp, c[0].dtype, c[0].device.id)
     for v in (1, 2):
         checks.append((f"forward Z v{v}", kl.forward(run, cp, cu.TILES, c[0], c[1], c[2], c[3], Ls, v),
@@ -86,12 +84,12 @@ def validate(cu, cp, device="cuda", shape=VALIDATE_SHAPE):
     rdX, rdW, rdb = R.backward(dZ.cpu().numpy(), h[0], h[1], h[2], True, True, True)
     dX, dW, db = cu.backward(cp.from_dlpack(dZ), c[0], c[1], c[2], True, True, True)
     checks += [("grad_input dX", dX, rdX), ("grad_weight dW", dW, rdW), ("dbias", db, rdb)]
-    loss, fdX, fdW, fdb = cu.fused_bce(c[0], c[1], c[2], c[3], c[4], c[5], Ls, 1.0 / Bs)
-    rl, rfdX, rfdW, rfdb = RF.fused_bce(h[0], h[1], h[2], h[3], h[4], h[5], Ls, 1.0 / Bs)
+    loss, fdX, fdW, fdb = cu.group_shared_bce(c[0], c[1], c[2], c[3], c[4], c[5], None, Ls, 1.0 / Bs)
+    rl, rfdX, rfdW, rfdb = R.group_shared_bce(h[0], h[1], h[2], h[3], h[4], h[5], None, Ls, 1.0 / Bs)
     checks += [("fused loss", np.array([loss]), np.array([rl])), ("fused dX", fdX, rfdX),
                ("fused dW", fdW, rfdW), ("fused dbias", fdb, rfdb)]
-    v, lab = cu.topk(c[0], c[1], c[2], c[3], Ls, K)
-    rv, rlab = RF.topk(h[0], h[1], h[2], h[3], Ls, K)
+    v, lab = cu.group_shared_topk(c[0], c[1], c[2], c[3], K, None, Ls)
+    rv, rlab = R.group_shared_topk(h[0], h[1], h[2], h[3], K, None, Ls)
     checks.append((f"top-{K} values", v, rv))
     bad = []
     for name, got, ref in checks:
@@ -109,16 +107,16 @@ def validate(cu, cp, device="cuda", shape=VALIDATE_SHAPE):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m engine.cuda.bench_gpu", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m engine.bench.gpu", description=__doc__.split("\n")[0])
     for name, v in (("B", B), ("d", d), ("L", L), ("m", m), ("k", k), ("K", K), ("iters", iters)):
         ap.add_argument(f"--{name}", type=int, default=v)
     a = ap.parse_args(argv)
     import torch
     import torch.nn.functional as F
-    from engine.heads import cuda as cu
+    from ..heads import cuda as cu
     ok, why = cu.available()
     if not ok or not torch.cuda.is_available():
-        raise SystemExit(f"bench_gpu needs a GPU with CuPy and torch CUDA: {why}; "
+        raise SystemExit(f"engine.bench.gpu needs a GPU with CuPy and torch CUDA: {why}; "
                          f"torch.cuda.is_available() = {torch.cuda.is_available()}")
     cp = cu._cupy()
     print(f"device: {torch.cuda.get_device_name()}, {why}")
@@ -152,7 +150,7 @@ def main(argv=None):
     def row(op, provider, ms, nbytes, flops):
         rows_out.append((op, provider, ms, nbytes / ms / 1e6, flops / ms / 1e6))
 
-    from engine.cuda import launch as kl
+    from ..cuda import launch as kl
     for v in (1, 2):
         row("forward", f"cuda v{v}", time_ms(lambda: kl.forward(cu._runner(cp, np.float32, X.device.index or 0),
                                                                 cp, cu.TILES, cX, cidx, cW, cb, Ln, v)),
@@ -168,7 +166,7 @@ def main(argv=None):
         lin.zero_grad(set_to_none=True)
         lin(Xg).backward(dZ)
     row("backward", "nn.Linear", time_ms(linear_backward), 2 * zb + 2 * Ln * dn * f4, 4 * Bn * Ln * dn)
-    row("fused loss", "cuda", time_ms(lambda: cu.fused_bce(cX, cidx, cW, cb, cptr, cind, Ln, 1.0 / Bn)),
+    row("fused loss", "cuda", time_ms(lambda: cu.group_shared_bce(cX, cidx, cW, cb, cptr, cind, None, Ln, 1.0 / Bn)),
         2 * xg + 3 * wb, 6 * nnz)
 
     def linear_loss():
@@ -176,7 +174,7 @@ def main(argv=None):
         lin.zero_grad(set_to_none=True)
         (F.binary_cross_entropy_with_logits(lin(Xg), Y, reduction="sum") / Bn).backward()
     row("fused loss", "nn.Linear + BCE", time_ms(linear_loss), 4 * zb + 2 * Ln * dn * f4, 6 * Bn * Ln * dn)
-    row(f"top-{a.K}", "cuda", time_ms(lambda: cu.topk(cX, cidx, cW, cb, Ln, a.K)), xg + wb, 2 * nnz)
+    row(f"top-{a.K}", "cuda", time_ms(lambda: cu.group_shared_topk(cX, cidx, cW, cb, a.K, None, Ln)), xg + wb, 2 * nnz)
     row(f"top-{a.K}", "nn.Linear + topk", time_ms(lambda: torch.topk(lin(X), a.K, dim=1)),
         2 * zb + Ln * dn * f4, 2 * Bn * Ln * dn)
 

@@ -1,0 +1,80 @@
+"""The app's controls of the run settings, built from their declarations (engine.config).
+
+Each control is keyed, and bound to the URL query parameter, by its config field's name; its
+label, help, values and default are the field's own, so the app starts from the same recipe as
+`python -m engine train`. An imported config.json is checked against the values the controls
+can hold (a widget given a value outside raises, or silently falls back to its default).
+"""
+
+import dataclasses
+
+from engine import TrainConfig
+
+HEAD_NAMES = {"dense": "dense (nn.Linear)", "fixed_fanin": "fixed fan-in", "group_shared": "group-shared",
+              "dense_sparse": "dense head + sparse tail", "mach": "MACH (hashed)"}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+DEFAULTS = TrainConfig()
+# the settings the app has controls for: the sidebar's, then the Train page's
+SIDEBAR = ("head", "hidden", "fanin", "group_size", "groups", "index_init", "head_size", "mach_buckets",
+           "mach_reps", "mach_members", "seed")
+PAGE = ("epochs", "lr", "batch_size", "eval_every", "dropout", "normalize", "dst", "dst_every", "dst_zeta")
+CONTROLLED = SIDEBAR + PAGE
+ADVANCED = ("groups", "index_init", "mach_members", "dropout", "normalize", "dst", "dst_every", "dst_zeta")  # not in classroom mode
+# how a control draws when its declaration alone does not say (else: choices -> selectbox, bool ->
+# toggle, a list of values -> select slider, a (low, high) range -> slider)
+KIND = {"groups": "radio", "index_init": "radio", "seed": "number", "eval_every": "number", "dst_every": "number"}
+FORMAT = {"hidden": lambda v: str(v or "none"), "lr": lambda v: f"{v:g}"}
+STEP = {float: 0.05}
+
+
+def allowed(name):
+    """The values the control of setting `name` can hold: a list, or a (low, high) range."""
+    m = FIELDS[name].metadata
+    return list(m["choices"]) if m["choices"] is not None else m["ui"]
+
+
+def help_of(name):
+    m = FIELDS[name].metadata
+    names = ": " + "; ".join(f"{h}: {n}" for h, n in HEAD_NAMES.items()) if name == "head" else ""
+    return m["help"] + names + (f"; {m['zero']}" if m["zero"] else "")
+
+
+def control(container, name, **kw):
+    """Draw the control of config field `name` into `container` (st.sidebar, a column, ...)."""
+    f, m = FIELDS[name], FIELDS[name].metadata
+    default, values = getattr(DEFAULTS, name), allowed(name)
+    common = dict(key=name, help=help_of(name), bind="query-params", **kw)
+    label = m["label"][0].upper() + m["label"][1:]
+    kind = KIND.get(name)
+    if m["choices"] is not None:
+        draw = container.radio if kind == "radio" else container.selectbox
+        extra = {"horizontal": True} if kind == "radio" else {}
+        return draw(label, values, index=values.index(default), **extra, **common)
+    if f.type is bool:
+        return container.toggle(label, value=default, **common)
+    if isinstance(values, list):
+        return container.select_slider(label, values, default, format_func=FORMAT.get(name, str), **common)
+    if kind == "number":
+        return container.number_input(label, *values, default, **common)
+    return container.slider(label, *values, default, *([STEP[f.type]] if f.type in STEP else []), **common)
+
+
+def settings_from(state, **overrides):
+    """The TrainConfig keyword arguments of the controls' state (session state), plus overrides."""
+    return {**{name: state[name] for name in CONTROLLED if name in state}, **overrides}
+
+
+def outside_the_controls(cfg):
+    """The settings of an imported config that the controls cannot hold, and those set away from
+    their default that no control holds, one phrase each (an import sets all of a config or nothing)."""
+    out = [f"{f}={getattr(cfg, f)!r} has no control on this page (train it with `python -m engine train`)"
+           for f in sorted(set(FIELDS) - set(CONTROLLED) - {"data"})
+           if getattr(cfg, f) != getattr(DEFAULTS, f)]
+    for name in CONTROLLED:
+        value, values = getattr(cfg, name), allowed(name)
+        if isinstance(values, list) and value not in values:
+            out.append(f"{name}={value!r} is not one of {values}")
+        elif isinstance(values, tuple) and not values[0] <= value <= values[1]:
+            out.append(f"{name}={value!r} is outside [{values[0]}, {values[1]}]")
+    return out
+
