@@ -5,6 +5,7 @@ kernels, label groups, dynamic sparse training, learned-hash inference, and trai
 generator of records kept in a run store. The CLI is `python -m engine`.
 """
 
+from .config import HEADS, PRESETS, SPARSE_HEADS, ModelConfig, ModelSettings, TrainConfig, used_by
 from .data import (GENERATOR_PRESETS, Dataset, GeneratorConfig, generate, load_dataset, read_xc, resolve_dataset,
                    save_dataset, write_xc)
 from .dst import DSTConfig, DynamicSparsity
@@ -17,16 +18,22 @@ from .heads.group_shared import get_backend
 from .lss import LearnedHashIndex, compare_hash_indexes
 from .memory import estimate_bytes, head_memory, head_params
 from .metrics import evaluate, inv_propensity, propensity
-from .config import HEADS, PRESETS, SPARSE_HEADS, ModelConfig, ModelSettings, TrainConfig, used_by
 from .model import XMCModel
 from .runs import Run, RunStore
 from .train import Trainer
 from .bench.heads import run_heads_bench              # a driver: the app's micro-benchmark
 
-__all__ = [
-    "CheckpointError", "ConfigError", "DSTConfig", "DivergenceError", "MemoryBudgetError", "Dataset", "DatasetFormatError", "DenseHead", "DynamicSparsity",
-    "GENERATOR_PRESETS", "GeneratorConfig", "GroupSharedHead", "HEADS", "PRESETS", "ModelSettings", "SPARSE_HEADS", "LabelGroups", "LearnedHashIndex", "MachHead", "ModelConfig", "Run",
-    "RunNotFoundError", "RunStore", "TrainConfig", "Trainer", "XMCError", "XMCModel", "balanced_groups", "check_memory", "compare_hash_indexes", "estimate_bytes", "evaluate",
-    "generate", "get_backend", "group_index", "group_shared_linear", "head_memory", "head_params", "inv_propensity",
-    "load_dataset", "pifa", "propensity", "random_groups", "read_xc", "used_by", "resolve_dataset", "run_heads_bench", "save_dataset", "write_xc",
-]
+__all__ = sorted([
+    "HEADS", "PRESETS", "SPARSE_HEADS", "ModelConfig", "ModelSettings", "TrainConfig", "used_by",
+    "GENERATOR_PRESETS", "Dataset", "GeneratorConfig", "generate", "load_dataset", "read_xc", "resolve_dataset",
+    "save_dataset", "write_xc",
+    "DSTConfig", "DynamicSparsity",
+    "CheckpointError", "ConfigError", "DatasetFormatError", "DivergenceError", "RunNotFoundError", "XMCError",
+    "MemoryBudgetError", "check_memory",
+    "LabelGroups", "balanced_groups", "group_index", "pifa", "random_groups",
+    "DenseHead", "GroupSharedHead", "MachHead", "group_shared_linear", "get_backend",
+    "LearnedHashIndex", "compare_hash_indexes",
+    "estimate_bytes", "head_memory", "head_params",
+    "evaluate", "inv_propensity", "propensity",
+    "XMCModel", "Run", "RunStore", "Trainer", "run_heads_bench",
+])
