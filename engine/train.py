@@ -141,6 +141,12 @@ class Trainer:
                     if record is not None:
                         yield {"kind": "dst", **record}
                 if self.step % eval_every == 0 or self.step == self.total_steps:
+                    try:
+                        self.check_finite_state()
+                    except DivergenceError as e:
+                        yield {"kind": "error", "error": "divergence", "step": self.step,
+                               "epoch": self.epoch + 1, "message": str(e)}
+                        raise
                     yield self.eval_record()
             self.epoch += 1
             done = 0
@@ -158,6 +164,23 @@ class Trainer:
             if record["kind"] == "eval":
                 self.save_checkpoint(run)
             yield record
+
+    @torch.no_grad()
+    def check_finite_state(self):
+        """DivergenceError naming the first parameter or Adam moment that holds a NaN or inf: run at
+        every evaluation, before it and its checkpoint, so that a kept checkpoint is always finite
+        (a finite loss can still leave non-finite weights or moments behind)."""
+        names = {id(p): name for name, p in self.model.named_parameters()}
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                tensors = {"weights": p, **{k: v for k, v in self.optimizer.state.get(p, {}).items()
+                                            if torch.is_tensor(v) and v.is_floating_point()}}
+                for what, t in tensors.items():
+                    if not bool(torch.isfinite(t).all()):
+                        raise DivergenceError(
+                            f"training diverged by step {self.step} (epoch {self.epoch + 1}): "
+                            f"{names.get(id(p), 'a parameter')} has non-finite {what}; try a smaller lr than "
+                            f"{self.config.lr:g} (the run's last good checkpoint, if any, is kept)")
 
     def place_model(self, model):
         """The part of the freshly initialised model this trainer trains: all of it (a rank of a

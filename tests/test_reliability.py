@@ -477,3 +477,29 @@ def test_200_start_stop_cycles_leak_less_than_50MB(tiny, tmp_path):
     grown = _rss_mb() - before
     print(f"RSS growth over 200 start/stop cycles: {grown:.1f} MB")
     assert grown < 50
+
+
+@pytest.mark.parametrize("where", ["weights", "exp_avg_sq"])
+def test_non_finite_parameters_or_moments_stop_before_the_next_checkpoint(tiny, tmp_path, where):
+    # a finite loss can leave NaN in the weights or Adam's moments: the check at each evaluation
+    # stops the run before that evaluation, so the checkpoint kept is the last finite one
+    trainer = Trainer(config(head="group_shared"), tiny)
+    run = RunStore(tmp_path).create(trainer.config)
+    step, poisoned = trainer.optimizer.step, trainer.model.sparse.weight
+
+    def poisoning_step(*a, **kw):
+        out = step(*a, **kw)
+        if trainer.step == 5:                                # the 6th step, just before an evaluation
+            target = poisoned if where == "weights" else trainer.optimizer.state[poisoned][where]
+            target.data.view(-1)[0] = float("nan")
+        return out
+    trainer.optimizer.step = poisoning_step
+    with pytest.raises(DivergenceError, match=rf"sparse.weight has non-finite {where}"):
+        for _ in trainer.recorded(run):
+            pass
+    records = run.records()
+    assert records[-1]["kind"] == "error" and records[-1]["step"] == 6
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [3]    # the 6th step's evaluation never ran
+    from engine.checkpoint import read_checkpoint
+    tensors, _ = read_checkpoint(run.checkpoint_path)
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
