@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from engine import RunStore, Trainer, XMCError
+from engine import Run, RunStore, Trainer, XMCError
 
 STATUS = "status.json"
 LIVE = ("starting", "running", "paused")
@@ -41,10 +41,12 @@ def write_status(run_path, **fields):
 
 
 def read_status(run_path):
+    """The run's status.json, or {} where it is missing or broken (a FIFO, a device, not JSON)."""
     try:
-        return json.loads((Path(run_path) / STATUS).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = Run(run_path).read_json(STATUS, {})
+    except XMCError:
         return {}
+    return status if isinstance(status, dict) else {}
 
 
 def default_threads():

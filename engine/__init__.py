@@ -23,17 +23,13 @@ from .runs import Run, RunStore
 from .train import Trainer
 from .bench.heads import run_heads_bench              # a driver: the app's micro-benchmark
 
-__all__ = sorted([
-    "HEADS", "PRESETS", "SPARSE_HEADS", "ModelConfig", "ModelSettings", "TrainConfig", "used_by",
-    "GENERATOR_PRESETS", "Dataset", "GeneratorConfig", "generate", "load_dataset", "read_xc", "resolve_dataset",
-    "save_dataset", "write_xc",
-    "DSTConfig", "DynamicSparsity",
-    "CheckpointError", "ConfigError", "DatasetFormatError", "DivergenceError", "RunNotFoundError", "XMCError",
-    "MemoryBudgetError", "check_memory",
-    "LabelGroups", "balanced_groups", "group_index", "pifa", "random_groups",
-    "DenseHead", "GroupSharedHead", "MachHead", "group_shared_linear", "get_backend",
-    "LearnedHashIndex", "compare_hash_indexes",
-    "estimate_bytes", "head_memory", "head_params",
-    "evaluate", "inv_propensity", "propensity",
-    "XMCModel", "Run", "RunStore", "Trainer", "run_heads_bench",
-])
+__all__ = [
+    "balanced_groups", "check_memory", "CheckpointError", "compare_hash_indexes", "ConfigError", "Dataset",
+    "DatasetFormatError", "DenseHead", "DivergenceError", "DSTConfig", "DynamicSparsity", "estimate_bytes",
+    "evaluate", "generate", "GENERATOR_PRESETS", "GeneratorConfig", "get_backend", "group_index",
+    "group_shared_linear", "GroupSharedHead", "head_memory", "head_params", "HEADS", "inv_propensity",
+    "LabelGroups", "LearnedHashIndex", "load_dataset", "MachHead", "MemoryBudgetError", "ModelConfig",
+    "ModelSettings", "pifa", "PRESETS", "propensity", "random_groups", "read_xc", "resolve_dataset", "Run",
+    "run_heads_bench", "RunNotFoundError", "RunStore", "save_dataset", "SPARSE_HEADS", "TrainConfig",
+    "Trainer", "used_by", "write_xc", "XMCError", "XMCModel",
+]

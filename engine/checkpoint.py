@@ -11,13 +11,13 @@ engine.runs stores both in a run's model.safetensors (the tensors under "trainer
 the file's metadata).
 """
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import CheckpointError
+from .files import CHECKPOINT_LIMIT, open_checked
 
 CHECKPOINT_FORMAT = 1
 
@@ -31,13 +31,12 @@ def read_checkpoint(path):
     header and copies the raw tensor bytes. (A safetensors header size may itself start with the
     pickle byte 0x80.)"""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head, size = f.read(9), os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint found") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, expected a safetensors checkpoint") from None
+
+    def error(problem):
+        return CheckpointError(f"{path}: {'no checkpoint found' if problem == 'no such file' else problem}")
+    f, size = open_checked(path, CHECKPOINT_LIMIT, error)     # a FIFO, a device: refused before a read
+    with f:
+        head = f.read(9)
     safetensors_like = len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8
     if not safetensors_like and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
         raise CheckpointError(f"{path}: is a pickle / torch.save file, not safetensors; refused "

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, RunNotFoundError, XMCError
+from .files import RUN_FILE_LIMIT, read_regular
 
 CHECKPOINT = "model.safetensors"
 TRAINER_PREFIX = "trainer/"
@@ -39,6 +40,11 @@ def _atomic_write(path, write):
     with open(tmp, "rb+") as f:          # the bytes are on disk before the name points at them
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _read_run_file(path):
+    """The bytes of a file of a stored run: a regular file within RUN_FILE_LIMIT, else ConfigError."""
+    return read_regular(path, RUN_FILE_LIMIT, lambda problem: ConfigError(f"{path}: {problem}"))
 
 
 def _check_indices(model, path):
@@ -69,10 +75,10 @@ class Run:
     @property
     def config(self):
         path = self.path / "config.json"
+        if not os.path.lexists(path):
+            raise RunNotFoundError(f"{self.path}: not a run (no config.json)")
         try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise RunNotFoundError(f"{self.path}: not a run (no config.json)") from None
+            d = json.loads(_read_run_file(path))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         try:
@@ -90,16 +96,26 @@ class Run:
 
     def ranks(self):
         """The ranks.json of a distributed run, or None."""
-        path = self.path / "ranks.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return self.read_json("ranks.json")
+
+    def read_json(self, name, default=None):
+        """The JSON file `name` of this run (a front end's own files too), or default where there is
+        none; ConfigError for one that is not a regular file within the limit or not JSON."""
+        path = self.path / name
+        if not os.path.lexists(path):
+            return default
+        try:
+            return json.loads(_read_run_file(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
     def records(self):
         """All complete records written so far."""
         path = self.path / "metrics.jsonl"
-        if not path.exists():
+        if not os.path.lexists(path):
             return []
         out = []
-        for line in path.read_text().splitlines():
+        for line in _read_run_file(path).decode("utf-8", errors="replace").splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:       # a torn last line from a crash

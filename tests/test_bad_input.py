@@ -85,7 +85,7 @@ def test_bad_dataset_file(tmp_path, capsys, name, content, words):
 LAYOUT_CASES = [
     ("missing-dir", "no such dataset directory"),
     ("missing-test", "test.txt: missing file"),
-    ("train-is-a-directory", "train.txt: missing file"),
+    ("train-is-a-directory", "train.txt: is a directory, expected a regular file"),
     ("a-file-not-a-dir", "no such dataset directory"),
 ]
 

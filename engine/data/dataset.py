@@ -10,6 +10,7 @@ is "sample" (the bundled ``sample_data/``) or a directory::
     ds = load_dataset("copy")
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def load_dataset(ref):
     if not root.is_dir():
         raise DatasetFormatError(str(root), None, "no such dataset directory")
     for required in ("train.txt", "test.txt"):
-        if not (root / required).is_file():
+        if not os.path.lexists(root / required):
             raise DatasetFormatError(str(root / required), None, "missing file (a dataset needs train.txt, test.txt)")
     X_train, Y_train = read_xc(root / "train.txt")
     X_test, Y_test = read_xc(root / "test.txt")
@@ -112,8 +113,10 @@ def load_dataset(ref):
     if X_test.shape[1] != D or Y_test.shape[1] != L:
         raise DatasetFormatError(str(root / "test.txt"), 1, f"header has {X_test.shape[1]} features and "
                                  f"{Y_test.shape[1]} labels but train.txt has {D} and {L}")
-    label_names = read_names(root / "labels.txt", L, "label") if (root / "labels.txt").exists() else None
-    feature_names = read_names(root / "features.txt", D, "feature") if (root / "features.txt").exists() else None
+    # a name file there in any form (a dangling link, a loop, a FIFO) is read, and refused, not skipped
+    label_names = read_names(root / "labels.txt", L, "label") if os.path.lexists(root / "labels.txt") else None
+    feature_names = (read_names(root / "features.txt", D, "feature") if os.path.lexists(root / "features.txt")
+                     else None)
     return Dataset(root.resolve().name, X_train, Y_train, X_test, Y_test, label_names, feature_names)
 
 

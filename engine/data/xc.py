@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from engine.errors import DatasetFormatError
+from ..errors import DatasetFormatError
+from ..files import DATASET_FILE_LIMIT, NAMES_FILE_LIMIT, read_regular
 
 MAX_DIM = 2**31 - 1                     # ids must fit int32 indices
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -31,15 +32,11 @@ _ID_RE = re.compile(r"[0-9]+")
 _VAL_RE = re.compile(_VAL)
 
 
-def _read_lines(path):
-    """Read a text file as a list of lines (no line ends); reject binary and non-UTF-8 data."""
+def _read_lines(path, limit=DATASET_FILE_LIMIT):
+    """Read a text file of at most `limit` bytes as a list of lines (no line ends); reject anything
+    but a regular file, binary and non-UTF-8 data."""
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DatasetFormatError(name, None, "no such file") from None
-    except IsADirectoryError:
-        raise DatasetFormatError(name, None, "is a directory, expected a file") from None
+    data = read_regular(path, limit, lambda problem: DatasetFormatError(name, None, problem))
     if not data:
         raise DatasetFormatError(name, None, "empty file")
     nul = data.find(b"\x00")
@@ -276,7 +273,7 @@ def read_names(path, expected_count, kind):
     -------
     names : list of str of length expected_count
     """
-    names = _read_lines(path)
+    names = _read_lines(path, NAMES_FILE_LIMIT)
     if len(names) != expected_count:
         raise DatasetFormatError(str(path), None, f"expected {expected_count} {kind} names, found {len(names)}")
     return names
