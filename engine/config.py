@@ -37,13 +37,15 @@ def setting(default, help, label=None, *, low=None, high=None, above=None, below
 
 def describe_range(meta):
     """'>= 1', 'in [0, 1)', '> 0', ... of a field's metadata."""
+    def num(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
     lo = (meta["low"], "[") if meta["low"] is not None else (meta["above"], "(")
     hi = (meta["high"], "]") if meta["high"] is not None else (meta["below"], ")")
     if lo[0] is not None and hi[0] is not None:
-        return f"in {lo[1]}{lo[0]:g}, {hi[0]:g}{hi[1]}"
+        return f"in {lo[1]}{num(lo[0])}, {num(hi[0])}{hi[1]}"
     if lo[0] is not None:
-        return (">= " if lo[1] == "[" else "> ") + f"{lo[0]:g}"
-    return ("<= " if hi[1] == "]" else "< ") + f"{hi[0]:g}"
+        return (">= " if lo[1] == "[" else "> ") + num(lo[0])
+    return ("<= " if hi[1] == "]" else "< ") + num(hi[0])
 
 
 def _coerce(config, f):
@@ -110,7 +112,8 @@ class ModelSettings:
                                 low=1, heads=("mach",), zero="1 = one shared encoder", ui=(1, 16))
     dropout: float = setting(0.3, "dropout on the encoder's layers", "dropout", low=0.0, below=1.0, ui=(0.0, 0.9))
     backend: str = setting("auto", "kernel backend of the sparse heads", "backend", choices=BACKENDS)
-    seed: int = setting(0, "seeds initialisation, index sets, hashes, batches", "seed", low=0, ui=(0, 10**6))
+    seed: int = setting(0, "seeds initialisation, index sets, hashes, batches", "seed", low=0, high=2**63 - 1,
+                        ui=(0, 10**6))
 
     def __post_init__(self):
         validate_fields(self)
@@ -205,7 +208,7 @@ class TrainConfig(ModelSettings):
                         ui=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
     eval_every: int = setting(0, "steps between test evaluations", "evaluate every", low=0,
                               zero="0 = once per epoch", ui=(0, 10000))
-    eval_k: int = setting(5, "metrics at k = 1, 3, ..., eval_k", "metrics up to k", low=1)
+    eval_k: int = setting(5, "metrics at k = 1, 3, ..., eval_k", "metrics up to k", low=1, high=1000)
     normalize: bool = setting(False, "l2-normalise the feature rows", "normalise rows")
 
     def __post_init__(self):

@@ -35,6 +35,7 @@ from .checkpoint import decode_trainer_state, encode_trainer_state
 from .config import TrainConfig
 from .data import Dataset, load_dataset, normalize_rows
 from .errors import CheckpointError, DivergenceError
+from .heads.group_shared import require_backend
 from .model import SparseInput, XMCModel
 
 # torch's default RNG (model init, dropout masks) is one per process: each Trainer keeps its own state
@@ -51,6 +52,7 @@ class Trainer:
         self.config = c = config
         self.dataset = ds = dataset if dataset is not None else load_dataset(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
+        require_backend(c.backend)                                  # one this machine can run
         from .guard import check_memory
         check_memory(c, ds.n_features, ds.n_labels, shards=1 if block is None else block[1],
                      ranks_here=self.ranks_here())                      # refuses what does not fit

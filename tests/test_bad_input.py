@@ -216,6 +216,9 @@ CLI_CASES = [
     ("dropout-range", ["train", "--dropout", "1.5", "--data", "sample"], "dropout must be in [0, 1)"),
     ("fanin-range", ["train", "--head", "fixed_fanin", "--fanin", "100000", "--hidden", "16"], "fanin must be in [1, 16]"),
     ("data-missing", ["train", "--data", "/nonexistent/dataset"], "/nonexistent/dataset: no such dataset directory"),
+    ("seed-huge", ["train", "--seed", str(10**21)], f"seed must be in [0, {2**63 - 1}], got {10**21}"),
+    ("eval-k-huge", ["train", "--eval-k", str(10**12)], f"eval_k must be in [1, 1000], got {10**12}"),
+    ("backend-unknown", ["train", "--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
     ("resume-missing", ["train", "--resume", "/nonexistent/run"], "/nonexistent/run: not a run"),
     ("eval-no-run", ["eval"], "the following arguments are required: --run"),
     ("eval-missing-run", ["eval", "--run", "/nonexistent/run"], "/nonexistent/run: no such run directory"),
@@ -253,3 +256,11 @@ def test_resume_without_a_checkpoint(tmp_path, capsys):
 def test_every_error_is_an_xmc_error():
     for cls in (ConfigError, DatasetFormatError, CheckpointError, RunNotFoundError, MemoryBudgetError):
         assert issubclass(cls, XMCError)
+
+
+def test_a_backend_this_machine_cannot_run_is_refused(monkeypatch, capsys):
+    # where CuPy sees no GPU, backend='cuda' is a one-line error, not a silent run on the CPU
+    monkeypatch.setattr("engine.heads.cuda.available", lambda: (False, "CuPy sees no GPU"))
+    assert main(["train", "--data", "sample", "--backend", "cuda", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: backend='cuda' cannot run on this machine (CuPy sees no GPU); use backend 'auto' or 'cpu'\n"

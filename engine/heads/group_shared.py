@@ -56,6 +56,17 @@ def resolve_backend(name):
     return name
 
 
+def require_backend(name):
+    """resolve_backend(name), refusing "cuda" on a machine where it cannot run (ConfigError saying why)."""
+    chosen = resolve_backend(name)
+    if chosen == "cuda":
+        from . import cuda
+        ok, why = cuda.available()
+        if not ok:
+            raise ConfigError(f"backend='cuda' cannot run on this machine ({why}); use backend 'auto' or 'cpu'")
+    return chosen
+
+
 def auto_backend():
     """(name, reason): the backend "auto" takes on this machine, decided on first use."""
     global _auto_choice
