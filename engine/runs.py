@@ -77,10 +77,7 @@ class Run:
         path = self.path / "config.json"
         if not os.path.lexists(path):
             raise RunNotFoundError(f"{self.path}: not a run (no config.json)")
-        try:
-            d = json.loads(_read_run_file(path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        d = self.read_json("config.json")
         try:
             return TrainConfig.from_dict(d)
         except ConfigError as e:

@@ -8,8 +8,9 @@ Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss
 Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", "eval_time"}
 DST records:   {"kind": "dst", "step", ...}  one per dynamic-sparsity update (engine.dst)
 Error record:  {"kind": "error", "error": "divergence", "step", "epoch", "message"}  the last record of a
-               run whose loss became NaN or inf; run() then raises DivergenceError (the weights are
-               those of the last good step: the bad step is not applied)
+               run whose loss became NaN or inf (the bad step is not applied: the weights are those
+               of the last good step), or whose weights or Adam moments are not finite at an
+               evaluation (found before it and its checkpoint); run() then raises DivergenceError
 
 The batch order of an epoch depends only on (seed, epoch), the dropout masks on torch's RNG,
 whose state (one per Trainer) is part of `checkpoint_state()`, so a run resumed from a checkpoint (`restore`)
@@ -133,8 +134,7 @@ class Trainer:
                 try:
                     record = self.train_step(rows)
                 except DivergenceError as e:
-                    yield {"kind": "error", "error": "divergence", "step": self.step + 1,
-                           "epoch": self.epoch + 1, "message": str(e)}
+                    yield self.divergence_record(e, self.step + 1)
                     raise
                 yield record
                 if self.dst is not None:
@@ -146,8 +146,7 @@ class Trainer:
                     try:
                         self.check_finite_state()
                     except DivergenceError as e:
-                        yield {"kind": "error", "error": "divergence", "step": self.step,
-                               "epoch": self.epoch + 1, "message": str(e)}
+                        yield self.divergence_record(e, self.step)
                         raise
                     yield self.eval_record()
             self.epoch += 1
@@ -166,6 +165,11 @@ class Trainer:
             if record["kind"] == "eval":
                 self.save_checkpoint(run)
             yield record
+
+    def divergence_record(self, error, step):
+        """The error record that ends a diverged run at `step` (run() raises the error after it)."""
+        return {"kind": "error", "error": "divergence", "step": step, "epoch": self.epoch + 1,
+                "message": str(error)}
 
     @torch.no_grad()
     def check_finite_state(self):
