@@ -1,5 +1,5 @@
 # Two commands for a fresh machine:
-#   make app    install what is missing, then start the app (Streamlit) on the bundled sample data
+#   make app    install what is missing, then start the app (python -m app) on the bundled sample data
 #   make test   install what is missing, then run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 app: $(STAMP)
-	$(BIN)/streamlit run app/Home.py --server.headless true
+	$(BIN)/python -m app --server.headless true
 
 # the browser tests need Debian's Chromium; installed here when running as root
 chromium:

@@ -1,16 +1,23 @@
-"""XMC lab: the Streamlit app. Run from the repository root:
+"""XMC lab: the Streamlit app. Run from any folder:
 
-    streamlit run app/Home.py          (or: make app)
+    python -m app                      (or: make app; or streamlit run app/Home.py in the repository root)
 
-The entrypoint draws the shared sidebar (dataset and model settings, bound to the URL) and
-routes to the pages in app/views/.
+The entrypoint first checks the options the server runs with (app/server.py: this machine only,
+XSRF protection, no usage statistics, the upload limit) and shows nothing else when they fall
+short; then it draws the shared sidebar (dataset and model settings, bound to the URL) and routes
+to the pages in app/views/.
 """
 
 import streamlit as st
 
-from app import sidebar, warmup
+from app import server, sidebar, text, warmup
 
 st.set_page_config(page_title="XMC lab", page_icon=":material/hub:", layout="wide")
+unsafe = server.problems(st.get_option)
+if unsafe:
+    st.error("The app is not shown: this server was started with options that are not safe.\n\n" +
+             "".join(f"- {text.md(p)}\n" for p in unsafe) + "\n" + server.HOW)
+    st.stop()
 
 pages = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),

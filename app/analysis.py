@@ -6,7 +6,6 @@ directly. Thin on top of the engine's public API: what a model is made of, its l
 groups are methods of the model (XMCModel).
 """
 
-import dataclasses
 import time
 
 import numpy as np
@@ -210,9 +209,8 @@ def head_variants(config: TrainConfig):
     """The current config and its siblings with the other basic heads, for a memory comparison."""
     out = {}
     for head in ("dense", "fixed_fanin", "group_shared"):
-        out[head] = dataclasses.replace(config, head=head)
-    if config.head not in out:
-        out[config.head] = config
+        out[head] = TrainConfig.of(**{**config.flat(), "head": head})
+    out.setdefault(config.model.head.name, config)
     return out
 
 

@@ -12,6 +12,7 @@ import streamlit as st
 from engine import ConfigError, GeneratorConfig, XMCError, generate, load_dataset, resolve_dataset, save_dataset
 
 from app.registry import runs_root
+from app.text import md
 
 # the sidebar's generator controls (and URL parameters) -> GeneratorConfig fields
 GEN_KEYS = {"labels": "n_labels", "features": "n_features", "points": "n_points", "clusters": "n_clusters",
@@ -68,7 +69,7 @@ def dataset_or_stop():
     try:
         return current_dataset()
     except XMCError as e:
-        st.error(f"The dataset could not be loaded. {e}")
+        st.error(f"The dataset could not be loaded. {md(e)}")
         st.stop()
 
 

@@ -1,12 +1,21 @@
 """Pure figure functions: data in, Plotly figure out. No Streamlit, no engine state, so tests call
-them directly and pages only draw what they return."""
+them directly and pages only draw what they return. Every name a figure is given (labels, features,
+runs, heads, providers) goes through app.text.plotly, so hover labels, ticks and legends show it as
+written, never as a tag or a link."""
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.text import plotly as esc
+
 PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
 METRIC_ORDER = ("P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
+
+
+def _names(names):
+    """User text, one per label, input or run, made safe for Plotly's text (app.text.plotly)."""
+    return [esc(n) for n in names]
 
 
 def _layout(fig, title=None, height=380, **kw):
@@ -70,7 +79,7 @@ def overlay(runs, metric="P@1"):
     for i, (name, records) in enumerate(runs.items()):
         pts = [(r["step"], r[metric]) for r in records if metric in r]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers"
-                                 if metric != "loss" else "lines", name=name,
+                                 if metric != "loss" else "lines", name=esc(name),
                                  line=dict(color=PALETTE[i % len(PALETTE)])))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title=metric)
@@ -86,7 +95,7 @@ def label_map(xy, names, freq, groups=None, highlight=None, title=None):
     xy = np.asarray(xy)
     n = len(xy)
     groups = np.full(n, -1) if groups is None else np.asarray(groups)
-    custom = np.stack([np.asarray(names, dtype=object), np.asarray(freq), groups], axis=1)
+    custom = np.stack([np.asarray(_names(names), dtype=object), np.asarray(freq), groups], axis=1)
     hover = "%{customdata[0]}<br>frequency %{customdata[1]}<br>group %{customdata[2]}<extra></extra>"
     size = 4 + 6 * np.log1p(np.asarray(freq, float)) / max(1.0, np.log1p(np.max(freq) if n else 1))
     fig = go.Figure()
@@ -112,7 +121,7 @@ def label_map(xy, names, freq, groups=None, highlight=None, title=None):
 def connectivity_heatmap(rows, M, sampled=False, inputs=None):
     """Groups (rows) x inputs (columns): dark where a group reads an input; `inputs` names the
     columns (default: hidden units h0, h1, ...)."""
-    inputs = inputs or [f"h{i}" for i in range(M.shape[1])]
+    inputs = _names(inputs) if inputs else [f"h{i}" for i in range(M.shape[1])]
     fig = go.Figure(go.Heatmap(z=M, x=inputs, y=[f"group {g}" for g in rows],
                                colorscale=[[0, "#FFFFFF"], [1, "#1F3B73"]], showscale=False,
                                hovertemplate="%{y} reads %{x}: %{z}<extra></extra>"))
@@ -135,7 +144,8 @@ def reuse_histogram(counts, expected=None):
 def group_weights(W, inputs, labels):
     """Heatmap of one group's weights W (m, k): labels x the inputs they share."""
     lim = float(np.abs(W).max()) or 1.0
-    fig = go.Figure(go.Heatmap(z=W, x=inputs, y=labels, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim))
+    fig = go.Figure(go.Heatmap(z=W, x=_names(inputs), y=_names(labels), colorscale="RdBu", zmid=0,
+                               zmin=-lim, zmax=lim))
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, "the group's weights W[g] (labels x shared inputs)", height=max(300, 22 * len(labels)))
 
@@ -162,11 +172,11 @@ def memory_bars(analytic, measured=None):
     heads = list(analytic)
     fig = go.Figure()
     for i, part in enumerate(PARTS):
-        fig.add_trace(go.Bar(x=heads, y=[analytic[h].get(part, 0) / 2**20 for h in heads], name=part,
+        fig.add_trace(go.Bar(x=_names(heads), y=[analytic[h].get(part, 0) / 2**20 for h in heads], name=part,
                              marker_color=PALETTE[i % len(PALETTE)]))
     if measured:
         hs = [h for h in heads if h in measured]
-        fig.add_trace(go.Scatter(x=hs, y=[measured[h]["total"] / 2**20 for h in hs], mode="markers",
+        fig.add_trace(go.Scatter(x=_names(hs), y=[measured[h]["total"] / 2**20 for h in hs], mode="markers",
                                  name="measured (persistent tensors)",
                                  marker=dict(symbol="diamond", size=13, color="black")))
     fig.update_yaxes(title="MiB")
@@ -180,7 +190,7 @@ def bench_lines(rows, what="fwd_bwd_s"):
     for i, p in enumerate(providers):
         pts = sorted((r["n_labels"], r[what]) for r in rows if r["provider"] == p)
         fig.add_trace(go.Scatter(x=[a for a, _ in pts], y=[1e3 * b for _, b in pts], mode="lines+markers",
-                                 name=p, line=dict(color=PALETTE[i % len(PALETTE)])))
+                                 name=esc(p), line=dict(color=PALETTE[i % len(PALETTE)])))
     fig.update_xaxes(type="log", title="labels L")
     fig.update_yaxes(type="log", title=f"{'forward + backward' if what == 'fwd_bwd_s' else 'forward'} (ms)")
     return _layout(fig, "Micro-benchmark: time per batch")
@@ -193,7 +203,8 @@ def pareto(points):
     for i, h in enumerate(heads):
         ps = [p for p in points if p["head"] == h]
         fig.add_trace(go.Scatter(x=[p["memory"] / 2**20 for p in ps], y=[p["p1"] for p in ps], mode="markers",
-                                 name=h, text=[p["run"] for p in ps], marker=dict(size=11, color=PALETTE[i % 8]),
+                                 name=esc(h), text=_names(p["run"] for p in ps),
+                                 marker=dict(size=11, color=PALETTE[i % 8]),
                                  hovertemplate="%{text}<br>%{x:.2f} MiB<br>P@1 %{y:.3f}<extra></extra>"))
     fig.update_xaxes(type="log", title="head memory in training (MiB)")
     fig.update_yaxes(title="P@1 (last evaluation)", rangemode="tozero")
@@ -215,7 +226,7 @@ def lss_bars(rows):
     fig = go.Figure()
     labels = [label for label, _ in LSS_MEASURES.values()]
     for i, r in enumerate(rows):
-        fig.add_trace(go.Bar(x=labels, y=[scale * r[m] for m, (_, scale) in LSS_MEASURES.items()], name=r["index"],
+        fig.add_trace(go.Bar(x=labels, y=[scale * r[m] for m, (_, scale) in LSS_MEASURES.items()], name=esc(r["index"]),
                              marker_color=PALETTE[i % len(PALETTE)], texttemplate="%{y:.1f}", textposition="outside"))
     fig.update_yaxes(title="%", rangemode="tozero")
     return _layout(fig, "Hash indexes against exact scoring", barmode="group")

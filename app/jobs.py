@@ -1,7 +1,7 @@
 """Training jobs off the script thread: a small registry (kept in st.cache_resource), keyed by run id.
 
     registry = JobRegistry("runs", max_jobs=2)
-    job = registry.start(TrainConfig(head="group_shared", epochs=30), dataset)
+    job = registry.start(TrainConfig.of(head="group_shared", epochs=30), dataset)
     job.stop()                     # takes effect between two records (one step)
 
 A job is a thread that consumes `Trainer.run()` and appends every record to the run store
@@ -12,13 +12,11 @@ a job keeps `status.json` in the run directory: state (starting, running, paused
 stopped, failed), the error message of a failed run, and the sizes the app shows.
 """
 
-import json
 import os
 import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 
 from engine import Run, RunStore, Trainer, XMCError
 
@@ -30,23 +28,38 @@ class JobLimitError(XMCError):
     """Too many trainings at once."""
 
 
+STATUS_FIELDS = {"state": str, "error": str, "updated": float, "n_features": int, "n_labels": int, "dataset": str,
+                 "head_params": int, "total_steps": int, "first_record_s": float, "first_eval_s": float}
+
+
 def write_status(run_path, **fields):
-    """Merge fields into <run>/status.json, atomically."""
-    path = Path(run_path) / STATUS
+    """Merge fields into <run>/status.json, atomically (Run.write_json). Where it cannot be written
+    (a full disk) the status stays as it was and stderr says so: the run store is the truth."""
     status = read_status(run_path)
     status.update(fields, updated=time.time())
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, path)
+    try:
+        Run(run_path).write_json(STATUS, status, indent=None)
+    except XMCError as e:
+        print(f"status not updated: {e}", file=sys.stderr)
 
 
 def read_status(run_path):
-    """The run's status.json, or {} where it is missing or broken (a FIFO, a device, not JSON)."""
+    """The run's status.json: its STATUS_FIELDS of the right type (or null), {} where it is missing
+    or broken (a FIFO, a device, not JSON, not an object)."""
     try:
         status = Run(run_path).read_json(STATUS, {})
     except XMCError:
         return {}
-    return status if isinstance(status, dict) else {}
+    if not isinstance(status, dict):
+        return {}
+    return {k: v for k, v in status.items() if k in STATUS_FIELDS and (v is None or _is(v, STATUS_FIELDS[k]))}
+
+
+def _is(value, kind):
+    """isinstance, with ints as floats and never a bool as a number."""
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, (int, float) if kind is float else kind)
 
 
 def default_threads():
@@ -168,7 +181,7 @@ class Job:
             if trainer is not None and state in ("stopped", "done"):
                 try:
                     self.run.save_checkpoint(trainer.model, trainer)
-                except OSError as e:
+                except (OSError, XMCError) as e:            # a full disk: the last checkpoint is kept
                     self.error = f"checkpoint not saved: {e}"
             self._set_state(state, error=self.error, first_record_s=self.first_record_s,
                             first_eval_s=self.first_eval_s)

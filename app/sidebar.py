@@ -11,7 +11,7 @@ from app import settings
 
 def train_config(data, **overrides):
     """The TrainConfig of the controls' state (sidebar and Train page) plus overrides; ConfigError on bad values."""
-    return TrainConfig(data=data, **settings.settings_from(st.session_state, **overrides))
+    return TrainConfig.of(data=data, **settings.settings_from(st.session_state, **overrides))
 
 
 def sidebar():
@@ -38,7 +38,7 @@ def sidebar():
                      bind="query-params", placeholder="/path/to/dataset")
     s.subheader("Model")
     classroom = st.session_state.get("classroom", False)
-    head = st.session_state.get("head", settings.DEFAULTS.head)
+    head = st.session_state.get("head", settings.default("head"))
     for name in settings.SIDEBAR:
         if used_by(head, name) and not (classroom and name in settings.ADVANCED):
             settings.control(s, name)

@@ -21,7 +21,7 @@ from engine import TrainConfig, Trainer, generate, get_backend
 from app.analysis import embed_2d
 from app.jobs import default_threads, limit_threads
 
-get_backend(TrainConfig().backend)         # the kernels: imported on the script thread, not raced by threads
+get_backend(TrainConfig().model.backend)         # the kernels: imported on the script thread, not raced by threads
 
 
 def warm_up_training():
@@ -29,7 +29,7 @@ def warm_up_training():
     ms warm, seconds cold), so the first real Start shows metrics at once."""
     ds = generate(n_points=200, n_features=50, n_labels=40, n_clusters=4, seed=0, name="warm-up")
     for head in ("group_shared", "dense"):
-        trainer = Trainer(TrainConfig(data="warm-up", head=head, hidden=16, fanin=4, group_size=4, epochs=1,
+        trainer = Trainer(TrainConfig.of(data="warm-up", head=head, hidden=16, fanin=4, group_size=4, epochs=1,
                                       batch_size=64), dataset=ds)
         trainer.eval_record()
         next(iter(trainer.run()))

@@ -5,12 +5,13 @@ kernels, label groups, dynamic sparse training, learned-hash inference, and trai
 generator of records kept in a run store. The CLI is `python -m engine`.
 """
 
-from .config import HEADS, PRESETS, SPARSE_HEADS, ModelConfig, ModelSettings, TrainConfig, used_by
+from .config import (HEADS, PRESETS, SETTINGS, SPARSE_HEADS, DenseSettings, DenseSparseSettings, FixedFaninSettings,
+                     GroupSharedSettings, HeadSettings, MachSettings, ModelConfig, ModelSettings, TrainConfig, used_by)
 from .data import (GENERATOR_PRESETS, Dataset, GeneratorConfig, generate, load_dataset, read_xc, resolve_dataset,
                    save_dataset, write_xc)
 from .dst import DSTConfig, DynamicSparsity
-from .errors import (CheckpointError, ConfigError, DatasetFormatError, DivergenceError, RunNotFoundError,
-                     XMCError)
+from .errors import (CheckpointError, ConfigError, DatasetFormatError, DivergenceError, FetchError, RunNotFoundError,
+                     RunWriteError, XMCError)
 from .guard import MemoryBudgetError, check_memory
 from .grouping import LabelGroups, balanced_groups, group_index, pifa, random_groups
 from .heads import DenseHead, GroupSharedHead, MachHead, group_shared_linear
@@ -25,11 +26,11 @@ from .bench.heads import run_heads_bench              # a driver: the app's micr
 
 __all__ = [
     "balanced_groups", "check_memory", "CheckpointError", "compare_hash_indexes", "ConfigError", "Dataset",
-    "DatasetFormatError", "DenseHead", "DivergenceError", "DSTConfig", "DynamicSparsity", "estimate_bytes",
-    "evaluate", "generate", "GENERATOR_PRESETS", "GeneratorConfig", "get_backend", "group_index",
-    "group_shared_linear", "GroupSharedHead", "head_memory", "head_params", "HEADS", "inv_propensity",
-    "LabelGroups", "LearnedHashIndex", "load_dataset", "MachHead", "MemoryBudgetError", "ModelConfig",
+    "DatasetFormatError", "DenseHead", "DenseSettings", "DenseSparseSettings", "FixedFaninSettings", "DivergenceError", "DSTConfig", "DynamicSparsity", "estimate_bytes",
+    "evaluate", "FetchError", "generate", "GENERATOR_PRESETS", "GeneratorConfig", "get_backend", "group_index",
+    "group_shared_linear", "GroupSharedHead", "GroupSharedSettings", "HeadSettings", "head_memory", "head_params", "HEADS", "inv_propensity",
+    "LabelGroups", "LearnedHashIndex", "load_dataset", "MachHead", "MachSettings", "MemoryBudgetError", "ModelConfig",
     "ModelSettings", "pifa", "PRESETS", "propensity", "random_groups", "read_xc", "resolve_dataset", "Run",
-    "run_heads_bench", "RunNotFoundError", "RunStore", "save_dataset", "SPARSE_HEADS", "TrainConfig",
+    "run_heads_bench", "RunNotFoundError", "RunStore", "RunWriteError", "save_dataset", "SETTINGS", "SPARSE_HEADS", "TrainConfig",
     "Trainer", "used_by", "write_xc", "XMCError", "XMCModel",
 ]

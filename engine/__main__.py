@@ -7,6 +7,7 @@
     python -m engine bench
     python -m engine lss --labels 100000
     python -m engine results --data ../shared/datasets/delicious ../shared/datasets/bibtex
+    python -m engine fetch bibtex                  # then: train --data bibtex; fetch --list: all of them
     torchrun --nproc_per_node=2 -m engine train --data sample --head group_shared --distributed
     python -m engine bench-distributed --procs 1 2 4 --labels 100000
 
@@ -16,6 +17,7 @@ Bad input ends with a one-line message on stderr and exit code 2.
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,9 +53,8 @@ def format_scores(record):
 
 def train_settings(args):
     """The TrainConfig fields given on the command line (over the --preset's, if one is named)."""
-    from .config import PRESETS, TrainConfig
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    from .config import PRESETS, SETTINGS
+    given = {k: v for k, v in vars(args).items() if k in SETTINGS and v is not None}
     return {**PRESETS.get(args.preset, {}), **given}
 
 
@@ -94,7 +95,7 @@ def new_trainer(args):
     from .runs import RunStore
     from .config import TrainConfig
     from .train import Trainer
-    config = TrainConfig(**train_settings(args))
+    config = TrainConfig.of(**train_settings(args))
     if not args.distributed:
         return Trainer(config), RunStore(args.runs).create(config)
     from .distributed import DistributedTrainer, init_process_group
@@ -113,7 +114,7 @@ def cmd_train(args):
     mem = head_memory(trainer.model.config, config.batch_size)
     if lead:
         print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
-              f"{ds.n_labels} labels), head {config.head}: {trainer.model.head_params():,} parameters"
+              f"{ds.n_labels} labels), head {config.model.head.name}: {trainer.model.head_params():,} parameters"
               f"{' on this rank' if args.distributed else ''}, {mem['total'] / 2**20:.1f} MB in training "
               f"(gradients, Adam state, logits or the fused loss's buffers){' (the whole head)' if args.distributed else ''}", flush=True)
     t0, first, last_eval = time.perf_counter(), trainer.step, None
@@ -155,7 +156,7 @@ def cmd_eval(args):
         raise RunNotFoundError(f"{run.path}: no checkpoint (model.safetensors) found")
     config = run.config
     if args.data:
-        config = dataclasses.replace(config, data=args.data)
+        config = dataclasses.replace(config, data=args.data)   # a TrainConfig's own field
     trainer = Trainer(config)
     run.load_checkpoint(trainer.model)
     print(f"{run.id} on {trainer.dataset.name} test: " + format_scores(trainer.evaluate()))
@@ -221,6 +222,44 @@ def cmd_bench_distributed(args):
     print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
+def cmd_fetch(args):
+    from .data.fetch import fetch, format_sources
+    if args.list == (args.name is not None):
+        raise UsageError("fetch takes a dataset NAME or --list (see python -m engine fetch --help)")
+    if args.list:
+        print(format_sources())
+    else:
+        print(fetch(args.name, force=args.force, log=lambda line: print(line, file=sys.stderr)))
+
+
+def _writable_ancestor(path):
+    """The nearest existing folder of `path` or above, if it is a folder this process may write into."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+    return False
+
+
+def output_dir(value):
+    """An argparse type: a folder that is there, or can be made, and written to (checked before any work)."""
+    path = Path(value)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: is not a directory")
+    if not _writable_ancestor(path):
+        raise argparse.ArgumentTypeError(f"{value}: cannot be made or written to")
+    return value
+
+
+def output_file(value):
+    """An argparse type: a file path whose folder is there, or can be made, and written to."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: is a directory, expected a file name")
+    if not _writable_ancestor(path.parent):
+        raise argparse.ArgumentTypeError(f"{value}: its folder cannot be made or written to")
+    return value
+
+
 class UsageError(XMCError):
     """A command line argparse rejects; main() prints it as one line, like every other XMCError."""
 
@@ -231,7 +270,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_setting(parser, f):
-    """The flag of a config field, from its declaration (engine.config): type, choices, help, default."""
+    """The flag of a setting (engine.config.SETTINGS, or a dataclass field), from its declaration:
+    type, choices, help, default."""
     m = f.metadata
     kind = {bool: parse_bool, int: int, float: float, str: str}[f.type]
     parser.add_argument("--" + f.name.replace("_", "-"), type=kind, choices=m["choices"],
@@ -243,7 +283,7 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a synthetic dataset in the XC format")
-    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--out", required=True, type=output_dir, help="output directory")
     from .data import GENERATOR_PRESETS
     g.add_argument("--preset", choices=list(GENERATOR_PRESETS),
                    help="named overrides of the defaults; sample: the bundled sample_data/")
@@ -251,16 +291,16 @@ def build_parser():
         add_setting(g, f)
 
     t = sub.add_parser("train", help="train a model; records go to the run store")
-    t.add_argument("--runs", default="runs", help="run store directory")
+    t.add_argument("--runs", default="runs", type=output_dir, help="run store directory")
     t.add_argument("--resume", metavar="RUN", help="continue runs/<id> from its last checkpoint, with its own config")
     t.add_argument("--distributed", action="store_true",
                    help="label-sharded over the processes of torchrun: torchrun --nproc_per_node=N -m engine train ...")
-    from .config import PRESETS, TrainConfig
+    from .config import PRESETS, SETTINGS
     t.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                    help="start from a named recipe, the flags given override it: " + "; ".join(
                        f"{n!r}: {', '.join(f'{k}={v}' for k, v in p.items()) or 'the defaults'}" for n, p in PRESETS.items()))
-    for f in dataclasses.fields(TrainConfig):
-        add_setting(t, f)
+    for s in SETTINGS.values():
+        add_setting(t, s)
 
     e = sub.add_parser("eval", help="evaluate a stored run's checkpoint on the test split")
     e.add_argument("--run", required=True, help="run directory, e.g. runs/<id>")
@@ -285,7 +325,7 @@ def build_parser():
     b.add_argument("--mem-limit-gb", type=float,
                    help="run a provider only if its analytic step memory fits (default: half of MemAvailable)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", default="bench/report.json", help="report JSON path; the HTML goes beside it")
+    b.add_argument("--out", default="bench/report.json", type=output_file, help="report JSON path; the HTML goes beside it")
     h = sub.add_parser("lss", help="learned-hash inference vs SimHash vs exact scoring on a synthetic set")
     h.add_argument("--labels", type=int, default=100_000)
     h.add_argument("--points", type=int, default=60_000)
@@ -304,14 +344,20 @@ def build_parser():
     s.add_argument("--labels", type=int, default=100_000)
     s.add_argument("--batch", type=int, default=256)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default="bench/distributed.json", help="report JSON path; the markdown table goes beside it")
+    s.add_argument("--out", default="bench/distributed.json", type=output_file, help="report JSON path; the markdown table goes beside it")
+
+    f = sub.add_parser("fetch", help="download a public dataset (MULAN, XC Repository), check its SHA-256, "
+                                     "cache it in the XC layout ($XMC_DATA_HOME, else ~/.cache/xmc-lab)")
+    f.add_argument("name", nargs="?", help="the dataset, e.g. bibtex (see --list); prints its cache folder")
+    f.add_argument("--list", action="store_true", help="the datasets: sizes, sources, checksums and their kind")
+    f.add_argument("--force", action="store_true", help="download and convert again, even if cached")
 
     r = sub.add_parser("results", help="train every method on datasets; print the results table")
     r.add_argument("--data", nargs="+", required=True, help="dataset directories")
     r.add_argument("--only", nargs="+", help="configuration names (default: all)")
     r.add_argument("--epochs", type=int, default=30)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", help="also write the markdown table here")
+    r.add_argument("--out", type=output_file, help="also write the markdown table here")
     return p
 
 
@@ -320,10 +366,13 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
         commands = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
                     "results": cmd_results, "lss": cmd_lss,
-                    "bench-distributed": cmd_bench_distributed}
+                    "bench-distributed": cmd_bench_distributed, "fetch": cmd_fetch}
         commands[args.command](args)
     except XMCError as e:
         print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
+        return 2
+    except OSError as e:                 # an output path the system refuses: a file in the way, a full disk
+        print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .files import CHECKPOINT_LIMIT, open_checked
 
 CHECKPOINT_FORMAT = 1
@@ -92,12 +92,20 @@ def _optimizer_state(tensors, meta, params):
     return state
 
 
+def _same_config(stored, config):
+    """Whether a checkpoint's stored config (the nested or the older flat form) is `config`."""
+    try:
+        return type(config).from_dict(stored) == config
+    except ConfigError:
+        return False
+
+
 def decode_trainer_state(tensors, meta, params, config, total_steps):
     """(optimizer state, torch RNG state or None, step) of an encode_trainer_state() result, for a
     trainer of `config` whose optimizer holds `params` and whose run has `total_steps` steps."""
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint format {meta.get('format')!r} is not {CHECKPOINT_FORMAT}")
-    if meta.get("config") != config.to_dict():
+    if not _same_config(meta.get("config"), config):
         raise CheckpointError("the checkpoint was written by another config; resume with the run's own config")
     step = meta.get("step")
     if type(step) is not int or not 0 <= step <= total_steps:

@@ -81,7 +81,7 @@ def leave_process_group():
 def shard_members(model, rank, world):
     """Keep rank's block of independent MACH members' encoders (columns of the first layer), in
     place; the model's MACH head holds those members' repetitions already."""
-    E, d = model.config.mach_members, model.config.hidden
+    E, d = model.config.members, model.config.hidden
     c0, c1 = (d * e for e in bounds(E, rank, world))
     embed = torch.nn.EmbeddingBag(model.embed.num_embeddings, c1 - c0, mode="sum")
     embed.weight.copy_(model.embed.weight[:, c0:c1])

@@ -31,5 +31,14 @@ class RunNotFoundError(XMCError):
     """A run directory, its config or its checkpoint is missing."""
 
 
+class RunWriteError(XMCError):
+    """A file of the run store could not be written (disk full, a read-only directory): what was
+    stored before is kept whole; the message names the file and the cause."""
+
+
 class CheckpointError(XMCError):
     """A checkpoint is missing, not a safetensors file, or does not fit the model / config."""
+
+
+class FetchError(XMCError):
+    """A dataset cannot be fetched: unknown name, network failure, wrong checksum, hostile archive."""

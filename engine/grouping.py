@@ -564,29 +564,30 @@ def group_index(groups, scores, fanin, how="centroid", seed=0):
     return out
 
 
-def label_layout(config: ModelConfig, X, Y, groups, seed):
+def label_layout(config: ModelConfig, X, Y):
     """(slot_of_label (L,), cluster_of_label (L,) or None) for a model config and training data.
 
-    Sparse parts place labels group by group: `groups` "random" or "clustered" (balanced
+    Sparse parts place labels group by group: the head's `groups` "random" or "clustered" (balanced
     hierarchical 2-means on PIFA embeddings); dense_sparse puts the `head_size` most frequent
-    labels first, in the dense part."""
-    L = config.n_labels
-    needs_pifa = config.aux_clusters or (groups == "clustered" and config.head in GROUPED_HEADS)
+    labels first, in the dense part. Seeded by config.seed."""
+    L, head, seed = config.n_labels, config.head, config.seed
+    clustered = head.name in GROUPED_HEADS and head.groups == "clustered"
+    needs_pifa = config.aux_clusters or clustered
     emb = pifa(X, Y) if needs_pifa else None
     cluster_of_label = None
     if config.aux_clusters:
         size = -(-L // config.aux_clusters)
         cluster_of_label = balanced_groups(emb, size, seed=seed).group_of_label
-    if config.head not in GROUPED_HEADS:
+    if head.name not in GROUPED_HEADS:
         return None, cluster_of_label
     counts = np.asarray(Y.sum(axis=0)).ravel()
-    n_dense = config.head_size if config.head == "dense_sparse" else 0
+    n_dense = config.n_dense
     by_frequency = np.argsort(-counts, kind="stable")
     dense_labels, tail = by_frequency[:n_dense], np.sort(by_frequency[n_dense:])
-    if groups == "clustered":
-        tail_groups = balanced_groups(emb[tail], config.group_size, seed=seed)
+    if clustered:
+        tail_groups = balanced_groups(emb[tail], head.group_size, seed=seed)
     else:
-        tail_groups = random_groups(len(tail), config.group_size, seed=seed)
+        tail_groups = random_groups(len(tail), head.group_size, seed=seed)
     slot_of_label = np.empty(L, dtype=np.int64)
     slot_of_label[dense_labels] = np.arange(n_dense)
     slot_of_label[tail] = n_dense + tail_groups.slot_of_label

@@ -62,7 +62,7 @@ def check_memory(config, n_features, n_labels, budget=None, shards=1, ranks_here
         parts = ", ".join(f"{k} {v / MB:,.0f} MB" for k, v in est.items() if k != "total")
         where = "" if shards == 1 else f" per process (1 of {shards} label shards; {ranks_here} on this machine)"
         raise MemoryBudgetError(
-            f"head {config.head!r} with {n_labels:,} labels and {n_features:,} features needs an estimated "
+            f"head {config.model.head.name!r} with {n_labels:,} labels and {n_features:,} features needs an estimated "
             f"{est['total'] / MB:,.0f} MB{where} ({parts}), over the budget of {budget / MB:,.0f} MB ({source}); "
             f"choose a sparse head, a smaller batch or hidden size, {'more machines, ' if shards > 1 else ''}"
             f"or set {ENV}")

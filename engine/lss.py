@@ -437,8 +437,8 @@ def train_dense_model(dataset, hidden=128, epochs=3, batch_size=512, lr=2e-3, dr
     last eval record)."""
     from .config import TrainConfig
     from .train import Trainer
-    config = TrainConfig(data=dataset.name, head="dense", hidden=hidden, epochs=epochs,
-                         batch_size=batch_size, lr=lr, dropout=dropout, seed=seed)
+    config = TrainConfig.of(data=dataset.name, head="dense", hidden=hidden, epochs=epochs,
+                            batch_size=batch_size, lr=lr, dropout=dropout, seed=seed)
     trainer = Trainer(config, dataset=dataset)
     last = None
     for record in trainer.run():

@@ -15,8 +15,10 @@ Head (head_memory):
     params     dense part (d + 1)·n_dense + sparse part G·m·(k + 1), or MACH (d + 1)·R·N (float32)
     index      the sparse part's sets G·k int32
     grads      = params;   optimizer = 2 · params (Adam's two moments)
-    logits     the unfused loss (dense part, MACH): logits, their gradient, the dense targets:
-               3·B·(n_dense | R·N). The sparse part trains with the fused loss: no (B, L) logits
+    logits     the unfused loss (dense part, MACH): logits, the dense targets, the loss's elementwise
+               terms, the logits' gradient and autograd's copy of it: 5·B·(n_dense | R·N) at the
+               step's peak (measured: tests/test_guard_peak.py). The sparse part trains with the
+               fused loss: no (B, L) logits
     loss       the fused loss's own: the gradients it computes in forward and holds until backward,
                while autograd copies them into .grad (one more of the sparse part's params), and its
                (B, d) buffers: h transposed, T partial dh, dh, the dh handed down: (T + 3)·B·d; per
@@ -29,8 +31,10 @@ Whole run (estimate_bytes):
     activations  a batch's hidden layers and their gradients, ReLU and dropout masks:
                  4·B·(hidden + intermediate + 2·aux clusters); with no encoder (hidden = 0) the
                  densified input batch takes hidden's place: 4·B·D
-    eval         one prediction batch of 1024 rows: the unfused logits (1024 × n_dense | R·N), the
-                 fused top-k's transposed input (1024 × d), the densified rows (1024 × D, no encoder)
+    eval         one prediction batch of 1024 rows: the unfused logits (1024 × n_dense | R·N; MACH
+                 twice, logits and probabilities, and its decoded top-k's chunks: 6 buffers of
+                 min(1024·L, DECODE_CHUNK) scores), the fused top-k's transposed input (1024 × d),
+                 the densified rows (1024 × D, no encoder)
     grouping     before training: PIFA label embeddings (L, D) float32 for clustered groups or the
                  auxiliary clusters, with the clustering's copies (4 with clustered groups: the
                  embeddings, the grouped labels' rows, their normalised and shuffled copies; 3 for
@@ -49,10 +53,13 @@ from dataclasses import dataclass
 
 import numba
 
-from .config import GROUPED_HEADS, SPARSE_HEADS, ModelConfig
+from .config import GROUPED_HEADS, ModelConfig
+from .heads.mach import DECODE_CHUNK
 
 FLOAT, INDEX = 4, 4
 EVAL_BATCH = 1024
+UNFUSED_BUFFERS = 5                            # (B, n_dense | R·N) buffers at the unfused loss's peak
+DECODE_BUFFERS = 6                             # chunks of MACH's decoded scores alive in its top-k
 PIFA_COPIES = {"clustered": 4, "aux": 3}      # (L, D) float32 embeddings alive at the clustering's peak
 CENTROID_BYTES = 8 + 8 + 4                     # per (label, input) of the PIFA in the head's space
 
@@ -72,16 +79,16 @@ class HeadShape:
 def head_shape(c: ModelConfig) -> HeadShape:
     """The HeadShape of a model config's head."""
     d, L = c.head_in, c.n_labels
-    if c.head == "mach":
-        width = c.mach_reps * c.mach_buckets
+    if c.head.name == "mach":
+        width = c.head.reps * c.head.buckets
         return HeadShape(d, (d + 1) * width, 0, width)
     n_dense = c.n_dense
-    if c.head not in SPARSE_HEADS:
+    if not c.sparse:
         return HeadShape(d, (d + 1) * n_dense, 0, n_dense)
     m = c.group_labels
     G = -(-(L - n_dense) // m)
-    sparse = G * m * (c.fanin + 1)
-    return HeadShape(d, (d + 1) * n_dense + sparse, INDEX * G * c.fanin, n_dense, G * m, G, sparse)
+    sparse = G * m * (c.head.fanin + 1)
+    return HeadShape(d, (d + 1) * n_dense + sparse, INDEX * G * c.head.fanin, n_dense, G * m, G, sparse)
 
 
 def head_params(c: ModelConfig):
@@ -94,7 +101,7 @@ def step_memory(s: HeadShape, batch_size, threads=None):
     threads: the kernels' threads (default numba's)."""
     B, P = batch_size, s.params
     out = {"params": P * FLOAT, "index": s.index_bytes, "grads": P * FLOAT, "optimizer": 2 * P * FLOAT,
-           "logits": 3 * B * s.unfused * FLOAT, "loss": 0}
+           "logits": UNFUSED_BUFFERS * B * s.unfused * FLOAT, "loss": 0}
     if s.fused_slots:
         T = min(numba.get_num_threads() if threads is None else threads, s.fused_groups)
         out["loss"] = s.fused_params * FLOAT + (T + 3) * B * s.in_features * FLOAT + 17 * s.fused_slots
@@ -108,12 +115,12 @@ def head_memory(c: ModelConfig, batch_size=256):
     return step_memory(head_shape(c), batch_size)
 
 
-def grouping_memory(config, mc: ModelConfig):
-    """Bytes of the label grouping and the centroid input sets of a TrainConfig on model config mc."""
-    clustered = config.groups == "clustered" and mc.head in GROUPED_HEADS
+def grouping_memory(mc: ModelConfig):
+    """Bytes of the label grouping and the centroid input sets of a model config."""
+    clustered = mc.head.name in GROUPED_HEADS and mc.head.groups == "clustered"
     copies = PIFA_COPIES["clustered"] if clustered else PIFA_COPIES["aux"] if mc.aux_clusters else 0
     out = copies * mc.n_labels * mc.n_features * FLOAT
-    if config.index_init == "centroid" and mc.head in SPARSE_HEADS and mc.hidden:
+    if mc.sparse and mc.head.index_init == "centroid" and mc.hidden:
         out = max(out, CENTROID_BYTES * mc.n_labels * mc.head_in)
     return out
 
@@ -135,12 +142,16 @@ def estimate_bytes(config, dataset_shape, shards=1):
     shape = head_shape(mc)
     dense_x = 0 if mc.hidden else mc.n_features                     # no encoder: X densified per batch
     fused_x = mc.head_in if shape.fused_slots else 0
+    unfused = -(-shape.unfused // shards)
+    decode = 0
+    if mc.head.name == "mach":                          # logits and probabilities, decoded chunks
+        unfused, decode = 2 * unfused, DECODE_BUFFERS * min(EVAL_BATCH * mc.n_labels, DECODE_CHUNK)
     out = {
         "encoder": 4 * enc * FLOAT,
         "head": -(-step_memory(shape, B)["total"] // shards),
         "activations": 4 * B * (mc.encoder_width + dense_x + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
-        "eval": EVAL_BATCH * (-(-shape.unfused // shards) + fused_x + dense_x) * FLOAT,
+        "eval": (EVAL_BATCH * (unfused + fused_x + dense_x) + decode) * FLOAT,
     }
-    out["grouping"] = grouping_memory(config, mc)
+    out["grouping"] = grouping_memory(mc)
     out["total"] = max(out["grouping"], sum(v for k, v in out.items() if k != "grouping"))
     return out

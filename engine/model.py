@@ -8,7 +8,7 @@ With hidden = 0 there is no encoder: h = dropout(X), densified per batch, and th
 D input features themselves (a linear model). There a group's index set is a set of features,
 so which labels share it decides which features each label can see at all.
 
-Heads (`ModelConfig.head`):
+Heads (`ModelConfig.head`, a HeadSettings of engine.config):
     dense          DenseHead: h · Wᵀ, O(d·L) memory
     fixed_fanin    GroupSharedHead with m = 1: every label reads its own k inputs, O(k·L)
     group_shared   GroupSharedHead with m labels per group sharing one set of k inputs
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SPARSE_HEADS, ModelConfig
+from .config import ModelConfig
 from .errors import ConfigError
 from .heads import DenseHead, GroupSharedHead, fused_bce_loss, fused_topk, slot_labels
 
@@ -98,22 +98,22 @@ class XMCModel(nn.Module):
 
         slot_of_label = np.arange(L) if slot_of_label is None else np.array(slot_of_label, dtype=np.int64)
         n_dense = c.n_dense
-        n_slots = int(slot_of_label.max()) + 1 if c.head in SPARSE_HEADS else L
+        n_slots = int(slot_of_label.max()) + 1 if c.sparse else L
         m = c.group_labels
         n_slots = n_dense + -(-(n_slots - n_dense) // m) * m                 # whole groups
-        sizes = {"dense part": n_dense, "groups": (n_slots - n_dense) // m if c.head in SPARSE_HEADS else 0,
-                 "MACH repetitions": c.mach_reps if c.head == "mach" else 0}
+        sizes = {"dense part": n_dense, "groups": (n_slots - n_dense) // m if c.sparse else 0,
+                 "MACH repetitions": c.head.reps if c.head.name == "mach" else 0}
         if block is not None and c.members > 1 and c.members % block[1]:
             raise ConfigError(f"mach_members={c.members} independent models do not split evenly over {block[1]} "
                               f"processes: use a multiple of {block[1]}")
         part = {name: (0, n) if block is None else _block_of(n, block, name) for name, n in sizes.items() if n}
         self.dense = DenseHead(c.head_in, n_dense, block=part["dense part"]) if n_dense else None
-        self.sparse = (GroupSharedHead(c.head_in, n_slots - n_dense, c.fanin, group_size=m, idx=index, seed=c.seed,
-                                       backend=c.backend, block=part["groups"]) if c.head in SPARSE_HEADS else None)
+        self.sparse = (GroupSharedHead(c.head_in, n_slots - n_dense, c.head.fanin, group_size=m, idx=index, seed=c.seed,
+                                       backend=c.backend, block=part["groups"]) if c.sparse else None)
         self.mach = None
-        if c.head == "mach":
+        if c.head.name == "mach":
             from .heads.mach import MachHead
-            self.mach = MachHead(c.head_in, L, c.mach_buckets, c.mach_reps, seed=c.seed, members=c.mach_members,
+            self.mach = MachHead(c.head_in, L, c.head.buckets, c.head.reps, seed=c.seed, members=c.members,
                                  block=part["MACH repetitions"])
         self.n_slots = n_slots
         # the global slots of this model's first dense and first sparse slot: 0 and n_dense for the
@@ -267,7 +267,7 @@ class XMCModel(nn.Module):
 
     def head_params(self):
         """Parameters of the output layer (all parts; not the auxiliary classifier)."""
-        return sum(p.n_params() for p in self.head_parts())
+        return sum(p.numel() for part in self.head_parts() for p in part.parameters())
 
     # -- introspection: what the app, the LSS index and the grouping read off a model -------------
 

@@ -1,6 +1,6 @@
 """Training as a generator of records.
 
-    trainer = Trainer(TrainConfig(data="sample", head="group_shared", fanin=64))
+    trainer = Trainer(TrainConfig.of(data="sample", head="group_shared", fanin=64))
     for record in trainer.run():      # stop at any record: just stop iterating
         print(record)
 
@@ -53,22 +53,22 @@ class Trainer:
         self.config = c = config
         self.dataset = ds = dataset if dataset is not None else load_dataset(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
-        require_backend(c.backend)                                  # one this machine can run
+        require_backend(c.model.backend)                                  # one this machine can run
         from .guard import check_memory
         check_memory(c, ds.n_features, ds.n_labels, shards=1 if block is None else block[1],
                      ranks_here=self.ranks_here())                      # refuses what does not fit
         prep = normalize_rows if c.normalize else (lambda X: X)
         self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
         self.inv_propensity = metrics.inv_propensity(ds.Y_train)
-        slot_of_label, cluster_of_label = grouping.label_layout(model_config, self.X_train, ds.Y_train, c.groups, c.seed)
+        slot_of_label, cluster_of_label = grouping.label_layout(model_config, self.X_train, ds.Y_train)
         with _TORCH_RNG:
-            torch.manual_seed(c.seed)
+            torch.manual_seed(c.model.seed)
             self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label,
                                   block=block)
             self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
             if self.model.mach is not None:
                 self.model.mach.init_bucket_prior(ds.Y_train)
-            if c.index_init == "centroid" and self.model.sparse is not None:
+            if model_config.sparse and model_config.head.index_init == "centroid":
                 self.model.sparse.set_index(self.centroid_index())
             self.rng_state = torch.get_rng_state()   # this trainer's dropout draws continue from here
         self.model = self.place_model(self.model)
@@ -91,7 +91,7 @@ class Trainer:
         H = self.X_train[:n] if model.embed is None else model.encode_all(self.X_train[:n])
         index = grouping.centroid_index(H, self.dataset.Y_train[:n], model.slot_of_label.numpy(),
                                         model.config.n_dense, model.sparse.group_size, model.sparse.fanin,
-                                        self.config.seed)
+                                        self.config.model.seed)
         g0 = (model.sparse_first - model.config.n_dense) // model.sparse.group_size
         return index[g0:g0 + model.sparse.n_groups]
 
@@ -112,7 +112,7 @@ class Trainer:
         """The permutations of the training points of epochs first_epoch, first_epoch + 1, ...: the
         e-th permutation drawn from default_rng(seed), a function of (seed, epoch) only, so a resumed
         run redraws the same batches (skipping e permutations costs e shuffles, no training)."""
-        rng = np.random.default_rng(self.config.seed)
+        rng = np.random.default_rng(self.config.model.seed)
         for _ in range(first_epoch):
             rng.permutation(self.dataset.n_train)
         while True:

@@ -2,13 +2,17 @@
 helpers that run a page through Streamlit's AppTest and check what it shows. The test modules
 import the fixtures they use from here (app_env, autouse, with them)."""
 
+import re
 import time
 from pathlib import Path
 
 import pytest
+from streamlit import config as st_config
 
 from engine import generate, save_dataset
 
+from app import server
+from app.text import WORD_JOINER
 from app.warmup import warm_up_training
 
 APP = Path(__file__).resolve().parents[1] / "app" / "Home.py"
@@ -24,6 +28,9 @@ def runs_dir(tmp_path_factory):
 def app_env(runs_dir, monkeypatch):
     monkeypatch.setenv("XMC_RUNS_DIR", str(runs_dir))
     monkeypatch.setenv("XMC_APP_WARMUP", "0")          # no background UMAP compile inside the tests
+    monkeypatch.delenv(server.ALLOW_REMOTE, raising=False)
+    for key, value in server.declared().items():       # the options `python -m app` passes, whatever the cwd
+        st_config.set_option(key, value)
 
 
 @pytest.fixture
@@ -68,10 +75,17 @@ def assert_clean(at):
     assert not at.exception, [e.message for e in at.exception]
 
 
+def shown(markdown):
+    """What a reader sees of Markdown whose user text went through app.text.md: the backslash escapes
+    undone, the (invisible) word joiners dropped."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(WORD_JOINER, "")
+
+
 def assert_error_box(at, *words):
-    """The page shows an st.error holding all the words, and no exception (no traceback)."""
+    """The page shows an st.error holding all the words (as a reader sees them), and no exception
+    (no traceback)."""
     assert_clean(at)
-    assert any(all(w in e.value for w in words) for e in at.error), [e.value for e in at.error]
+    assert any(all(w in shown(e.value) for w in words) for e in at.error), [e.value for e in at.error]
 
 
 def upload_dataset(at, files):

@@ -45,7 +45,7 @@ def test_connectivity_matrix_and_reuse():
 
 def test_model_structure_of_a_group_shared_head(tiny):
     ds, _ = tiny
-    cfg = TrainConfig(data="x", head="group_shared", hidden=32, fanin=8, group_size=8, epochs=1)
+    cfg = TrainConfig.of(data="x", head="group_shared", hidden=32, fanin=8, group_size=8, epochs=1)
     model = Trainer(cfg, dataset=ds).model
     groups, idx = model.label_groups(), analysis.head_index(model)
     assert idx.shape == (15, 8) and groups.shape == (120,)
@@ -54,13 +54,13 @@ def test_model_structure_of_a_group_shared_head(tiny):
     assert len(rows) == 8 and rows[0]["input"].startswith("h") and "f0" in rows[0]["strongest features (first layer)"]
     W = analysis.label_weight_vectors(model)
     assert W.shape == (120, 32) and W.getnnz(axis=1).max() <= 8
-    dense = Trainer(TrainConfig(data="x", head="dense", hidden=32, epochs=1), dataset=ds).model
+    dense = Trainer(TrainConfig.of(data="x", head="dense", hidden=32, epochs=1), dataset=ds).model
     assert dense.label_groups() is None and analysis.head_index(dense) is None
 
 
 @pytest.mark.parametrize("head", ["dense", "fixed_fanin", "group_shared", "dense_sparse", "mach"])
 def test_measured_memory_matches_the_analytic_estimate(head):
-    cfg = TrainConfig(head=head, hidden=64, fanin=16, group_size=10, batch_size=32)   # no padded slots
+    cfg = TrainConfig.of(head=head, hidden=64, fanin=16, group_size=10, batch_size=32)   # no padded slots
     a = analysis.memory_estimate(cfg, 100, 1000)
     m = analysis.measure_memory(cfg, 100, 1000)
     for part in analysis.PERSISTENT:

@@ -7,7 +7,7 @@ import pytest
 
 from engine import RunStore, TrainConfig
 
-from app.settings import CONTROLLED, DEFAULTS
+from app.settings import CONTROLLED, default
 from apptest import (app, app_env, assert_clean, assert_error_box, import_config, own_runs_dir, page,  # noqa: F401
                      runs_dir, upload_dataset)
 from test_bad_input import (CHECKPOINT_CASES, CONFIG_CASES, DATASET_CASES, LAYOUT_CASES, NOT_OBJECTS,
@@ -39,7 +39,7 @@ UNSETTABLE_CONFIGS = [
     ("seed-above-the-input", {"seed": 10**7}, "seed=10000000 is outside [0, 1000000]"),
     ("reps-above-the-slider", {"head": "mach", "mach_reps": 32}, "mach_reps=32 is outside [1, 16]"),
     ("intermediate-no-control", {"intermediate": 512}, "intermediate=512 has no control on this page"),
-    ("members-above-the-slider", {"head": "mach", "mach_reps": 16, "mach_members": 32},
+    ("members-above-the-slider", {"head": "mach", "mach_reps": 32, "mach_members": 32},
      "mach_members=32 is outside [1, 16]"),
     ("aux-no-control", {"aux": 0.5}, "aux=0.5 has no control on this page"),
 ]
@@ -51,7 +51,7 @@ IMPORT_CASES = CONFIG_CASES + UNSETTABLE_CONFIGS + [
 def test_a_bad_config_import_is_an_error_box(own_runs_dir, d, words):
     at = import_config(page(app(head="dense"), "train"), json.dumps(d).encode())
     assert_error_box(at, words)
-    assert at.session_state["head"] == "dense" and at.slider(key="epochs").value == DEFAULTS.epochs     # nothing imported
+    assert at.session_state["head"] == "dense" and at.slider(key="epochs").value == default("epochs")     # nothing imported
 
 
 # the cases of the settings the Train page has a widget for, bound to the URL (the others cannot come
@@ -79,7 +79,7 @@ def test_a_bad_setting_in_the_url_never_reaches_a_config(own_runs_dir, d):
                                        ("inference", "inf_model")])
 def test_a_broken_stored_run_is_an_error_box(own_runs_dir, view, key, name, content, words):
     """A run directory without config.json is no run (the store does not list it): that case cannot reach the app."""
-    run = RunStore(own_runs_dir).create(TrainConfig(head="group_shared", hidden=64, fanin=16, group_size=16))
+    run = RunStore(own_runs_dir).create(TrainConfig.of(head="group_shared", hidden=64, fanin=16, group_size=16))
     run.checkpoint_path.write_bytes(b"")                                 # listed as a run with a checkpoint
     (run.path / name).write_bytes(content)
     assert_error_box(page(app(**{key: run.id}, method="pca"), view), "No model", name, words)

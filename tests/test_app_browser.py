@@ -1,12 +1,16 @@
 """The app in a real browser: `streamlit run` headless on a free port, Debian's Chromium driven by
 Playwright. Covers what AppTest cannot: the live refresh of st.fragment(run_every=...) while a job
-trains, Stop from the page, the pages as a user sees them, and two browser sessions training at
-once without disturbing each other. Saves a screenshot of every page to docs/screenshots/ and the
-measured times to docs/screenshots/timings.json.
+trains, Stop from the page, the pages as a user sees them, two browser sessions training at once
+without disturbing each other, label and feature names that are Markdown and HTML shown as text on
+every page (no request made, no link drawn), and the server's safe options wherever it starts
+(`python -m app` and `streamlit run` from another folder). Saves a screenshot of every page to
+docs/screenshots/ and the measured times to docs/screenshots/timings.json.
 
 Skipped, with the reason, when /usr/bin/chromium or the playwright package is missing.
 """
 
+import contextlib
+import html
 import json
 import os
 import re
@@ -16,7 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import numba
 import pytest
@@ -25,6 +29,8 @@ import torch
 from engine import Run
 
 from app.jobs import default_threads, limit_threads, read_status
+from app.text import WORD_JOINER
+from test_app_text import HOSTILE, make_hostile
 from test_reliability import solo_records, strip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +73,25 @@ def _wait_healthy(url, proc, timeout=90):
     raise TimeoutError(f"{url}/_stcore/health did not answer ok within {timeout} s")
 
 
+@contextlib.contextmanager
+def _serving(argv, cwd, env, log_path, port):
+    """The Streamlit server `argv` starts (in cwd, with env), once it answers on 127.0.0.1:port; its
+    URL. Stopped (terminated, then killed) on leaving."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, proc)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     reason = _skip_reason()
@@ -74,25 +99,11 @@ def server(tmp_path_factory):
         pytest.skip(reason)
     port = _free_port()
     runs = tmp_path_factory.mktemp("browser_runs")
-    log = open(runs / "server.log", "w")
     env = dict(os.environ, XMC_RUNS_DIR=str(runs), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc)
+    with _serving([sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.headless", "true",
+                   "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
+                   "--browser.gatherUsageStats", "false"], ROOT, env, runs / "server.log", port) as url:
         yield url, runs
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +183,16 @@ def _wait_more_points(page, than, timeout=30_000):
     return _chart_points(page)
 
 
-def _shot(page, name):
-    """Screenshot once every Plotly chart on the page has drawn."""
+def _charts_drawn(page):
+    """Wait until every Plotly chart on the page has drawn."""
     page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
         .every(el => el.querySelector('.js-plotly-plot .main-svg'))""", timeout=30_000)
     page.wait_for_timeout(500)
+
+
+def _shot(page, name):
+    """Screenshot once every Plotly chart on the page has drawn."""
+    _charts_drawn(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
@@ -329,6 +345,137 @@ def test_two_sessions_train_at_once_without_interfering(server, browser):
           {i: len(Run(runs / i).records()) for i in ids.values()})
     for head, run_id in ids.items():
         run = Run(runs / run_id)
-        assert (run.config.head, run.config.seed) == (head, seeds[head])
+        assert (run.config.model.head.name, run.config.model.seed) == (head, seeds[head])
         records = strip(run.records())
         assert len(records) > 2 and records == _alone(run.config, len(records))
+
+
+# ---------------------------------------------------------------------------------------------
+# user text as text: a dataset, a folder and a run named in Markdown and HTML, on every page
+
+VIEWS = [("", "XMC lab"), ("data", "Data"), ("train", "Train"), ("label_map", "Label map"),
+         ("connectivity", "Connectivity"), ("compare", "Compare"), ("inference", "Fast inference")]
+TRAP = ("127.0.0.1", 9)                                     # where the hostile names point
+
+
+def _to_the_trap(url, base):
+    """Whether a request goes where a hostile name points: 127.0.0.1:9, or `x` / `x.png` of an image."""
+    u = urlsplit(url)
+    return (u.hostname, u.port) == TRAP or (url.startswith(base) and u.path.rsplit("/", 1)[-1] in ("x", "x.png"))
+
+
+def _hover_first_label(page):
+    """Hover the first point of the label map; (the hover's text, the name it should show, links in it)."""
+    x, y, name = page.evaluate("""() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        const fl = gd._fullLayout, t = gd._fullData[0], r = gd.getBoundingClientRect();
+        return [r.left + fl._size.l + fl.xaxis.l2p(t.x[0]), r.top + fl._size.t + fl.yaxis.l2p(t.y[0]),
+                t.customdata[0][0]];
+    }""")
+    page.mouse.move(x, y)
+    page.wait_for_function("() => document.querySelector('.hoverlayer .hovertext')", timeout=10_000)
+    shown, links = page.evaluate("""() => [document.querySelector('.hoverlayer .hovertext').textContent,
+                                           document.querySelectorAll('.hoverlayer a').length]""")
+    return shown, html.unescape(name), links
+
+
+def test_hostile_names_make_no_request_and_no_link(server, browser, tmp_path):
+    base, runs = server
+    path, run_id = make_hostile(tmp_path, runs)
+    query = urlencode(dict(data="folder", path=str(path), head="group_shared", hidden="none", fanin=8, group_size=8,
+                           method="pca", run=run_id, map_model=run_id, highlight=0, conn_model=run_id,
+                           inf_model=run_id))
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.set_default_timeout(60_000)
+    requests, dialogs = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    seen = ""
+    for path_, title in VIEWS:
+        _goto(page, base, path_, title, query)
+        _charts_drawn(page)
+        _no_exception(page, path_ or "home")
+        trapped = page.evaluate("""() => [...document.querySelectorAll('a[href], img[src]')]
+            .map(e => e.getAttribute('href') || e.getAttribute('src'))
+            .filter(u => u.includes('127.0.0.1:9/') || u === 'x')""")
+        assert not trapped, (path_, trapped)
+        assert page.locator('[data-testid="stMarkdownContainer"] strong:text-is("bold")').count() == 0, path_
+        assert not page.evaluate("""() => [...document.querySelectorAll('.katex annotation')]
+            .some(a => a.textContent.trim() === 'x')"""), path_                    # "$x$" is no formula
+        if path_ == "label_map":
+            shown, name, links = _hover_first_label(page)
+            assert name in shown.replace(WORD_JOINER, "") and links == 0, (shown, name)
+        seen += page.locator("body").inner_text().replace(WORD_JOINER, "")
+    for name in HOSTILE + [path.name, run_id]:
+        assert name in seen, name                                              # shown, as written
+    assert not [u for u in requests if _to_the_trap(u, base)], requests
+    assert not dialogs, dialogs
+    page.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the server's options wherever it starts
+
+def _listening(port):
+    """The local addresses a TCP socket listens on at `port` (Linux: /proc/net/tcp and tcp6)."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:              # 0A: LISTEN
+                raw = bytes.fromhex(address)                           # 32-bit words in host byte order
+                if sys.byteorder == "little":
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+def _started_elsewhere(tmp_path, argv):
+    """A server started by argv in a folder that is not the repository (no .streamlit/ there)."""
+    port = _free_port()
+    env = dict(os.environ, XMC_RUNS_DIR=str(tmp_path / "runs"), XMC_APP_WARMUP="0", PYTHONUNBUFFERED="1")
+    env.pop("XMC_ALLOW_REMOTE", None)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    return port, _serving(argv + ["--server.headless", "true", "--server.fileWatcherType", "none",
+                                  "--server.port", str(port)], cwd, env, tmp_path / "server.log", port)
+
+
+def test_python_m_app_from_another_folder_serves_this_machine_only(tmp_path, browser):
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs /proc/net/tcp to see what the server binds")
+    port, serving = _started_elsewhere(tmp_path, [sys.executable, "-m", "app"])
+    with serving as url:
+        assert _listening(port) == {"127.0.0.1"}
+        page = browser.new_page()
+        _goto(page, url, "", "XMC lab", "")
+        _no_exception(page, "python -m app")
+        assert page.get_by_text("The app is not shown").count() == 0
+        page.close()
+
+
+def test_streamlit_run_from_another_folder_refuses_to_show_the_app(tmp_path, browser):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs /proc/net/tcp to see what the server binds")
+    home = str(ROOT / "app" / "Home.py")
+    port, serving = _started_elsewhere(tmp_path, [sys.executable, "-m", "streamlit", "run", home,
+                                                  "--browser.gatherUsageStats", "false"])
+    with serving as url:
+        bound = _listening(port)
+        assert bound and not bound <= {"127.0.0.1", "::1"}, bound      # no config: Streamlit binds every interface
+        page = browser.new_page()
+        page.goto(url)
+        try:
+            page.get_by_text("The app is not shown").first.wait_for(timeout=120_000)
+        except PlaywrightTimeout:
+            raise AssertionError(f"no refusal shown: {page.locator('body').inner_text()[:1000]!r}; server log: "
+                                 f"{(tmp_path / 'server.log').read_text()[-3000:]}") from None
+        box = page.locator('[data-testid="stAlert"]').first.inner_text().replace(WORD_JOINER, "")
+        assert "server.address" in box and "python -m app" in box, box
+        assert page.locator('[data-testid="stSidebar"]').count() == 0      # nothing of the app
+        assert page.get_by_role("heading", name="XMC lab").count() == 0
+        page.close()

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from engine import TrainConfig
+from engine import Run, RunStore, TrainConfig
+from engine.errors import RunWriteError
 
 from app.jobs import JobLimitError, JobRegistry, read_status, write_status
 from apptest import tiny, wait_for  # noqa: F401  (tiny: a fixture)
@@ -15,7 +16,7 @@ from apptest import tiny, wait_for  # noqa: F401  (tiny: a fixture)
 def test_job_records_reach_the_store_and_stop_is_quick(tiny, tmp_path):
     ds, path = tiny
     reg = JobRegistry(tmp_path, max_jobs=1)
-    cfg = TrainConfig(data=str(path), head="group_shared", hidden=32, fanin=8, group_size=8, epochs=500,
+    cfg = TrainConfig.of(data=str(path), head="group_shared", hidden=32, fanin=8, group_size=8, epochs=500,
                       batch_size=32, eval_every=3)
     job = reg.start(cfg, ds)
     try:
@@ -38,7 +39,7 @@ def test_job_records_reach_the_store_and_stop_is_quick(tiny, tmp_path):
 def test_job_pause_step_resume(tiny, tmp_path):
     ds, path = tiny
     reg = JobRegistry(tmp_path)
-    cfg = TrainConfig(data=str(path), head="fixed_fanin", hidden=32, fanin=8, epochs=300, batch_size=32)
+    cfg = TrainConfig.of(data=str(path), head="fixed_fanin", hidden=32, fanin=8, epochs=300, batch_size=32)
     job = reg.start(cfg, ds)
     try:
         assert wait_for(lambda: len(job.run.records()) >= 3)
@@ -58,7 +59,7 @@ def test_job_pause_step_resume(tiny, tmp_path):
 def test_a_failed_job_says_why(tiny, tmp_path):
     ds, path = tiny
     reg = JobRegistry(tmp_path)
-    job = reg.start(TrainConfig(data=str(path), head="fixed_fanin", hidden=16, fanin=64), ds)   # fanin > d
+    job = reg.start(TrainConfig.of(data=str(path), head="fixed_fanin", hidden=16, fanin=64), ds)   # fanin > d
     job.thread.join(10)
     assert reg.state(job.run) == "failed" and "fanin" in read_status(job.run.path)["error"]
 
@@ -68,3 +69,23 @@ def test_a_run_left_live_by_a_dead_server_is_interrupted(tmp_path):
     run = reg.store.create(TrainConfig())
     write_status(run.path, state="running")
     assert reg.state(run) == "interrupted"
+
+
+def test_a_status_of_the_wrong_types_reads_as_no_status(tmp_path):
+    run = RunStore(tmp_path).create(TrainConfig())
+    (run.path / "status.json").write_text('{"total_steps": "x", "state": 5, "error": ["a"], "updated": true}')
+    assert read_status(run.path) == {}
+    (run.path / "status.json").write_text('{"total_steps": 40, "state": "running", "other": 1}')
+    assert read_status(run.path) == {"total_steps": 40, "state": "running"}
+
+
+def test_a_status_that_cannot_be_written_leaves_the_old_one(tmp_path, monkeypatch, capsys):
+    run = RunStore(tmp_path).create(TrainConfig())
+    write_status(run.path, state="running")
+
+    def full(*a, **kw):
+        raise RunWriteError("status.json: not written (No space left on device)")
+    monkeypatch.setattr(Run, "write_json", full)
+    write_status(run.path, state="done")                              # no exception in the job's thread
+    assert read_status(run.path)["state"] == "running"
+    assert "No space left on device" in capsys.readouterr().err

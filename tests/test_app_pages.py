@@ -12,7 +12,7 @@ from engine import TrainConfig, load_dataset
 from app.jobs import JobRegistry, read_status
 from app.settings import CONTROLLED
 from apptest import (app, app_env, assert_clean, assert_error_box, import_config, own_runs_dir, page,  # noqa: F401
-                     runs_dir, tiny, upload_dataset, wait_for)
+                     runs_dir, shown, tiny, upload_dataset, wait_for)
 
 
 @pytest.mark.parametrize("head", ["group_shared", "dense", "mach"])
@@ -36,7 +36,7 @@ def test_classroom_mode_hides_advanced_controls_and_shows_explanations():
 
 def test_a_config_imports_as_json():
     at = page(app(), "train")
-    cfg = TrainConfig(head="fixed_fanin", hidden=128, fanin=8, epochs=7).to_dict()
+    cfg = TrainConfig.of(head="fixed_fanin", hidden=128, fanin=8, epochs=7).to_dict()
     import_config(at, json.dumps(cfg).encode())
     assert_clean(at)
     assert at.session_state["head"] == "fixed_fanin" and at.session_state["fanin"] == 8
@@ -46,14 +46,15 @@ def test_a_config_imports_as_json():
 
 def test_an_import_sets_every_setting_with_a_control():
     # what the page has controls for comes in whole: DST, the dense part, MACH (nothing dropped)
-    cfgs = [TrainConfig(head="dense_sparse", head_size=40, dst="random", dst_every=30, dst_zeta=0.5),
-            TrainConfig(head="mach", mach_buckets=64, mach_reps=6, mach_members=3)]
+    cfgs = [TrainConfig.of(head="dense_sparse", head_size=40, dst="random", dst_every=30, dst_zeta=0.5),
+            TrainConfig.of(head="mach", mach_buckets=64, mach_reps=6, mach_members=3)]
     for cfg in cfgs:
         at = import_config(page(app(), "train"), json.dumps(cfg.to_dict()).encode())
         assert_clean(at)
         assert not at.error, [e.value for e in at.error]
-        for name in CONTROLLED:
-            assert at.session_state[name] == getattr(cfg, name), name
+        flat = cfg.flat()
+        for name in (n for n in CONTROLLED if n in flat):
+            assert at.session_state[name] == flat[name], name
 
 
 def test_data_page_shows_the_sample_and_generates_from_the_url():
@@ -81,12 +82,12 @@ def test_train_page_starts_and_stops_a_run(runs_dir):
     assert_clean(at)
     run_id = at.session_state["run"]
     run_dir = runs_dir / run_id
-    assert json.loads((run_dir / "config.json").read_text())["head"] == "group_shared"
+    assert json.loads((run_dir / "config.json").read_text())["model"]["head"]["name"] == "group_shared"
     assert wait_for(lambda: len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3
                     if (run_dir / "metrics.jsonl").exists() else False, timeout=30)
     at.run()
     assert_clean(at)
-    assert any(run_id in m.value and "evaluations" in m.value for m in at.markdown)
+    assert any(run_id in shown(m.value) and "evaluations" in m.value for m in at.markdown)
     at.button(key="stop").click().run()
     assert wait_for(lambda: read_status(run_dir).get("state") == "stopped", timeout=5)
     at.run()
@@ -132,7 +133,7 @@ def test_maps_of_a_trained_run(runs_dir):
 
 def test_connectivity_shows_dynamic_sparse_training(runs_dir):
     reg = JobRegistry(runs_dir)
-    cfg = TrainConfig(data="sample", head="group_shared", hidden=32, fanin=8, group_size=16, epochs=1,
+    cfg = TrainConfig.of(data="sample", head="group_shared", hidden=32, fanin=8, group_size=16, epochs=1,
                       eval_every=0, dst="random", dst_every=2)
     job = reg.start(cfg, load_dataset("sample"))
     job.thread.join(120)
@@ -154,7 +155,7 @@ def test_fast_inference_page(tiny, own_runs_dir):
     runs = {}
     for kw in ({"head": "group_shared", "fanin": 8, "group_size": 8},
                {"head": "mach", "mach_buckets": 16, "mach_reps": 2}):
-        job = reg.start(TrainConfig(data=str(path), hidden=32, epochs=1, eval_every=0, **kw), ds)
+        job = reg.start(TrainConfig.of(data=str(path), hidden=32, epochs=1, eval_every=0, **kw), ds)
         job.thread.join(60)
         assert reg.state(job.run) == "done", read_status(job.run.path)
         runs[kw["head"]] = job.id
@@ -200,7 +201,7 @@ def test_the_cli_and_the_app_left_at_their_defaults_build_the_same_model(own_run
     # the CLI's config of `train --data sample`, and the app's of its untouched controls (the Train
     # page's config box shows the current settings)
     from engine.__main__ import build_parser, train_settings
-    cli = TrainConfig(**train_settings(build_parser().parse_args(["train", "--data", "sample"])))
+    cli = TrainConfig.of(**train_settings(build_parser().parse_args(["train", "--data", "sample"])))
     at = page(app(), "train")
     assert_clean(at)
     shown = TrainConfig.from_dict(json.loads(at.code[0].value))

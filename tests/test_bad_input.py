@@ -156,7 +156,7 @@ def test_config_that_is_not_an_object():
 def test_numbers_of_the_right_kind_are_accepted():
     import numpy as np
     c = TrainConfig.from_dict({"epochs": np.int64(3), "lr": 1, "dropout": np.float32(0.5), "normalize": np.bool_(1)})
-    assert (c.epochs, c.lr, c.dropout, c.normalize) == (3, 1.0, 0.5, True)
+    assert (c.epochs, c.lr, c.model.dropout, c.normalize) == (3, 1.0, 0.5, True)
     assert type(c.epochs) is int and type(c.lr) is float and type(c.normalize) is bool
     json.dumps(c.to_dict())
 
@@ -239,6 +239,30 @@ def test_bad_command_line(argv, words, capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
+OUTPUT_CASES = [   # output paths that cannot be what they name: "afile" is a regular file, "adir" a folder
+    ("runs-a-file", ["train", "--runs", "afile"], "argument --runs: afile: is not a directory"),
+    ("runs-under-a-file", ["train", "--runs", "afile/runs"], "afile/runs: cannot be made or written to"),
+    ("generate-out-a-file", ["generate", "--out", "afile"], "argument --out: afile: is not a directory"),
+    ("generate-out-under-a-file", ["generate", "--out", "afile/x"], "afile/x: cannot be made or written to"),
+    ("bench-out-a-folder", ["bench", "--out", "adir"], "adir: is a directory, expected a file name"),
+    ("bench-out-under-a-file", ["bench", "--out", "afile/r.json"], "its folder cannot be made or written to"),
+    ("results-out-a-folder", ["results", "--data", "sample", "--out", "adir"], "adir: is a directory"),
+    ("bench-distributed-out-a-folder", ["bench-distributed", "--out", "adir"], "adir: is a directory"),
+]
+
+
+@pytest.mark.parametrize("argv, words", [c[1:] for c in OUTPUT_CASES], ids=[c[0] for c in OUTPUT_CASES])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(argv, words, capsys, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "adir").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert (tmp_path / "afile").read_text() == "keep me" and not any((tmp_path / "adir").iterdir())
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     run = RunStore(tmp_path).create(TrainConfig())
     assert main(["train", "--resume", str(run.path), "--head", "dense", "--epochs", "3"]) == 2
@@ -247,7 +271,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
-    run = RunStore(tmp_path).create(TrainConfig(head="dense", hidden=16, epochs=1))
+    run = RunStore(tmp_path).create(TrainConfig.of(head="dense", hidden=16, epochs=1))
     assert main(["train", "--resume", str(run.path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "model.safetensors: no checkpoint found" in err

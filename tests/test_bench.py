@@ -100,13 +100,13 @@ def test_floor_formulas():
     assert dcosts["fwd"][0] == 2 * B * d * L and dP == L * d + L
     f = roofline.floors("nn.Linear", B, d, L, k, m, {"peak_flops": 1e9, "copy_bytes_per_s": 1e12})
     assert f["fwd_floor_s"] == pytest.approx(2 * B * d * L / 1e9)          # compute-bound here
-    # the memory model of a step: params, grads, Adam; unfused: logits, dZ, targets; fused: its held
+    # the memory model of a step: params, grads, Adam; unfused: 5 (B, L) buffers; fused: its held
     # gradients, the (T + 3) (B, d) buffers and 17 bytes per slot
     step = lambda kind, T=2: step_memory(providers.provider_shape(kind, d, L, k, m), B, threads=T)["total"]  # noqa: E731
-    assert step("nn.Linear") == 4 * dP * 4 + 3 * B * L * 4
+    assert step("nn.Linear") == 4 * dP * 4 + 5 * B * L * 4
     assert step("group-shared") == 5 * P * 4 + 4 * (L // m) * k + (2 + 3) * B * d * 4 + 17 * L
     assert step("group-shared", T=64) == step("group-shared", T=L // m)         # one buffer per group at most
-    assert step("torch.sparse") == 4 * P * 4 + 8 * L * k + 8 * (L + 1) + 3 * B * L * 4
+    assert step("torch.sparse") == 4 * P * 4 + 8 * L * k + 8 * (L + 1) + 5 * B * L * 4
 
 
 def test_step_trains_and_fused_equals_unfused_loss():
@@ -131,9 +131,9 @@ def test_the_train_page_memory_of_a_sparse_head_matches_the_measured_peak(n_labe
     ds = load_dataset("sample")
     config = TrainConfig()
     mc = config.model_config(ds.n_features, n_labels or ds.n_labels)
-    assert mc.head == "group_shared"
+    assert mc.head.name == "group_shared"
     shown = head_memory(mc, config.batch_size)["total"] / 2 ** 20
-    spec = probe.probe_spec("group-shared", config.batch_size, mc.head_in, mc.n_labels, mc.fanin, mc.group_size)
+    spec = probe.probe_spec("group-shared", config.batch_size, mc.head_in, mc.n_labels, mc.head.fanin, mc.head.group_size)
     measured = probe.measure_memory(spec)
     assert measured["hwm_reset"], "the probe could not reset VmHWM: no step peak to compare"
     assert measured["step_mb"] == pytest.approx(shown, rel=0.25), (measured, shown)

@@ -41,7 +41,7 @@ def tiny():
 
 def trainer_for(tiny, head, block=None, **kw):
     aux = {} if head == "mach_members" else dict(aux=1.0, aux_clusters=8)   # members: no shared layer
-    return Trainer(TrainConfig(**{**dict(hidden=64, epochs=1, batch_size=64), **aux, **HEADS[head], **kw}), tiny,
+    return Trainer(TrainConfig.of(**{**dict(hidden=64, epochs=1, batch_size=64), **aux, **HEADS[head], **kw}), tiny,
                    block=block)
 
 
@@ -130,9 +130,9 @@ def test_independent_members_split_evenly(tiny):
     with pytest.raises(ConfigError, match="mach_members=2 independent models do not split evenly over 3"):
         shard(tiny, "mach_members", 0, 3)
     with pytest.raises(ConfigError, match="mach_members must divide mach_reps=4"):
-        Trainer(TrainConfig(head="mach", mach_reps=4, mach_members=3), tiny)
+        Trainer(TrainConfig.of(head="mach", mach_reps=4, mach_members=3), tiny)
     with pytest.raises(ConfigError, match="takes no intermediate layer"):
-        Trainer(TrainConfig(head="mach", mach_reps=4, mach_members=2, intermediate=32), tiny)
+        Trainer(TrainConfig.of(head="mach", mach_reps=4, mach_members=2, intermediate=32), tiny)
 
 
 def test_shard_refuses_more_ranks_than_parts(tiny):
@@ -149,7 +149,7 @@ def test_distributed_needs_torchrun(monkeypatch, capsys):
     with pytest.raises(DistributedError, match="needs a process group"):
         DistributedTrainer(TrainConfig())
     with pytest.raises(ConfigError, match="dst .* is not available with --distributed"):
-        DistributedTrainer(TrainConfig(head="group_shared", dst="random"))
+        DistributedTrainer(TrainConfig.of(head="group_shared", dst="random"))
 
 
 def records(run_dir):
@@ -179,7 +179,7 @@ def test_two_processes_train_like_one(tmp_path, head):
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
-    trainer = Trainer(TrainConfig(**settings))
+    trainer = Trainer(TrainConfig.of(**settings))
     want = list(trainer.run())
     assert_same_records(records(run_dir), want)
     assert want[-1]["P@1"] > 0.5                                    # it learned: not a trivial curve
@@ -225,7 +225,7 @@ def test_a_killed_distributed_run_resumes_on_any_process_count(tmp_path, procs):
         os.kill(pid, signal.SIGKILL)
     first.wait()
     (run_dir,) = tmp_path.iterdir()
-    trainer = Trainer(TrainConfig(**settings))
+    trainer = Trainer(TrainConfig.of(**settings))
     want = list(trainer.run())
     assert 0 < len(records(run_dir)) < len(want)                     # it died mid-run
     launch = ([str(TORCHRUN), "--standalone", f"--nproc_per_node={procs}", "-m", "engine"] if procs > 1

@@ -4,7 +4,6 @@ hang or a read without end."""
 
 import json
 import os
-import signal
 
 import pytest
 
@@ -14,18 +13,14 @@ from engine.checkpoint import read_checkpoint
 from engine.data import generate, save_dataset
 
 from app.jobs import read_status
+from timeout import alarm
 
 
 @pytest.fixture(autouse=True)
 def no_hang():
     """A test that would block (the bug) fails after 20 s instead of hanging the suite."""
-    def fail(*_):
-        raise TimeoutError("blocked on a file")
-    old = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+    with alarm(20, "blocked on a file"):
+        yield
 
 
 @pytest.fixture

@@ -287,7 +287,7 @@ def test_functional_checks_inputs():
 def test_head_attributes_and_repr():
     head = GroupSharedHead(64, 1000, 8, group_size=16, seed=0)
     assert (head.n_labels, head.n_groups, head.fanin, head.group_size, head.in_features) == (1000, 63, 8, 16, 64)
-    assert head.n_params() == 63 * 16 * 8 + 1000
+    assert sum(p.numel() for p in head.parameters()) == 63 * 16 * 8 + 1000
     r = repr(head)
     for s in ("n_labels=1000", "fanin=8", "group_size=16", "n_groups=63", "backend='cpu'"):
         assert s in r
@@ -298,7 +298,7 @@ def test_head_attributes_and_repr():
 def test_dense_head():
     head = DenseHead(12, 30)
     assert head.n_labels == 30 and head.in_features == 12
-    assert head.n_params() == 12 * 30 + 30
+    assert sum(p.numel() for p in head.parameters()) == 12 * 30 + 30
     h = torch.randn(4, 12)
     torch.testing.assert_close(head(h), h @ head.linear.weight.t() + head.linear.bias)
     assert head.weight is head.linear.weight and head.bias is head.linear.bias

@@ -178,7 +178,7 @@ def test_compare_hash_indexes_reports_simhash_and_learned(one_thread):
     # on a model's own label vectors (here an untrained group-shared head with padded groups): both
     # indexes, progress from 0 to 1, exact scoring run once and shared by both rows
     ds = generate(n_points=200, n_features=40, n_labels=50, n_clusters=5, seed=2, name="padded")
-    model = Trainer(TrainConfig(data="padded", head="group_shared", hidden=16, fanin=6, group_size=7),
+    model = Trainer(TrainConfig.of(data="padded", head="group_shared", hidden=16, fanin=6, group_size=7),
                     dataset=ds).model
     stages = []
     rows = compare_hash_indexes(model, ds, n_tables=2, n_bits=3, fit_epochs=1,

@@ -137,7 +137,7 @@ def test_learns_well_above_popularity_baseline():
 
 def test_n_params_and_repr():
     head = MachHead(16, 1000, n_buckets=50, n_reps=4)
-    assert head.n_params() == 16 * 200 + 200                          # O(d·R·B), not O(d·L)
+    assert sum(p.numel() for p in head.parameters()) == 16 * 200 + 200                          # O(d·R·B), not O(d·L)
     assert "n_buckets=50" in repr(head) and "n_reps=4" in repr(head)
 
 

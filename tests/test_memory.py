@@ -16,7 +16,7 @@ from engine.memory import PIFA_COPIES, head_shape, step_memory
     dict(head="mach", mach_buckets=16, mach_reps=2),
 ])
 def test_params_match_the_model(kw):
-    c = ModelConfig(n_features=30, n_labels=50, hidden=16, **kw)
+    c = ModelConfig.of(n_features=30, n_labels=50, hidden=16, **kw)
     model = XMCModel(c)
     mem = head_memory(c, batch_size=8)
     assert head_params(c) == model.head_params()
@@ -24,28 +24,28 @@ def test_params_match_the_model(kw):
     assert mem["optimizer"] == 2 * mem["params"]
     index = model.sparse.idx.numel() * 4 if model.sparse is not None else 0
     assert mem["index"] == index
-    # the unfused loss holds logits, their gradient and the dense targets; the fused one no logits
-    unfused = {"dense": 50, "dense_sparse": 10, "mach": 2 * 16}.get(c.head, 0)
-    assert mem["logits"] == 3 * 8 * unfused * 4
+    # the unfused loss holds 5 (B, L) buffers at its peak (logits, targets, ...); the fused one no logits
+    unfused = {"dense": 50, "dense_sparse": 10, "mach": 2 * 16}.get(c.head.name, 0)
+    assert mem["logits"] == 5 * 8 * unfused * 4
     assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
 
 
 def test_the_fused_loss_holds_its_gradients_and_batch_buffers_not_logits():
-    c = ModelConfig(n_features=10, n_labels=1000, hidden=64, head="group_shared", fanin=8, group_size=10)
+    c = ModelConfig.of(n_features=10, n_labels=1000, hidden=64, head="group_shared", fanin=8, group_size=10)
     s = head_shape(c)
     assert (s.fused_slots, s.fused_groups, s.fused_params) == (1000, 100, 1000 * 9)
     mem = step_memory(s, 32, threads=4)
     assert mem["logits"] == 0
     assert mem["loss"] == 4 * 1000 * 9 + (4 + 3) * 32 * 64 * 4 + 17 * 1000
     # a dense part beside it (dense_sparse) trains unfused: its logits are counted, the tail's are not
-    ds = head_shape(ModelConfig(n_features=10, n_labels=1000, hidden=64, head="dense_sparse", fanin=8,
+    ds = head_shape(ModelConfig.of(n_features=10, n_labels=1000, hidden=64, head="dense_sparse", fanin=8,
                                 group_size=10, head_size=100))
     assert ds.unfused == 100 and ds.fused_slots == 900 and ds.params == 65 * 100 + 900 * 9
 
 
 def test_sparse_is_k_over_d_of_dense():
-    dense = head_memory(ModelConfig(n_features=10, n_labels=100_000, hidden=512, head="dense"))
-    sparse = head_memory(ModelConfig(n_features=10, n_labels=100_000, hidden=512, head="group_shared",
+    dense = head_memory(ModelConfig.of(n_features=10, n_labels=100_000, hidden=512, head="dense"))
+    sparse = head_memory(ModelConfig.of(n_features=10, n_labels=100_000, hidden=512, head="group_shared",
                                      fanin=32, group_size=32))
     assert sparse["params"] / dense["params"] == pytest.approx(33 / 513, rel=1e-3)
     assert sparse["total"] < dense["total"] / 10                          # no (B, L) logits
@@ -55,14 +55,14 @@ def test_the_estimate_counts_the_grouping_as_its_own_phase():
     # clustered groups build (L, D) PIFA embeddings and the clustering's copies before training;
     # the peak is the larger of that phase and training
     D, L = 2000, 5000
-    random = estimate_bytes(TrainConfig(head="group_shared", hidden=64, fanin=8, group_size=4), (D, L))
-    clustered = estimate_bytes(TrainConfig(head="group_shared", hidden=64, fanin=8, group_size=4,
+    random = estimate_bytes(TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4), (D, L))
+    clustered = estimate_bytes(TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4,
                                            groups="clustered"), (D, L))
     assert random["grouping"] == 0 and random["total"] == sum(v for k, v in random.items() if k != "total")
     assert clustered["grouping"] == PIFA_COPIES["clustered"] * L * D * 4
     assert clustered["total"] == max(clustered["grouping"], random["total"]) == clustered["grouping"]
-    aux = estimate_bytes(TrainConfig(head="fixed_fanin", hidden=64, fanin=8, aux=1.0), (D, L))
+    aux = estimate_bytes(TrainConfig.of(head="fixed_fanin", hidden=64, fanin=8, aux=1.0), (D, L))
     assert aux["grouping"] == PIFA_COPIES["aux"] * L * D * 4
     # centroid input sets of a head on a hidden layer: float64 sums, their scaled copy, float32
-    centroid = estimate_bytes(TrainConfig(head="fixed_fanin", hidden=64, fanin=8, index_init="centroid"), (D, L))
+    centroid = estimate_bytes(TrainConfig.of(head="fixed_fanin", hidden=64, fanin=8, index_init="centroid"), (D, L))
     assert centroid["grouping"] == (8 + 8 + 4) * L * 64

@@ -18,7 +18,7 @@ def padded():
 
 def padded_model(dataset, **kw):
     """An untrained model on `padded` (random weights, label-prior biases, labels shuffled into slots)."""
-    config = TrainConfig(data="padded", **{"hidden": 16, "fanin": 6, "group_size": 7, **kw})
+    config = TrainConfig.of(data="padded", **{"hidden": 16, "fanin": 6, "group_size": 7, **kw})
     return Trainer(config, dataset=dataset).model
 
 

@@ -20,7 +20,7 @@ BARS = [
 def test_p_at_1_bar(name, settings, bar):
     if not (DATASETS / name).exists():
         pytest.skip(f"{DATASETS / name} not present")
-    trainer = Trainer(TrainConfig(data=str(DATASETS / name), **settings))
+    trainer = Trainer(TrainConfig.of(data=str(DATASETS / name), **settings))
     for _ in trainer.run():
         pass
     scores = trainer.evaluate()

@@ -42,7 +42,7 @@ def tiny():
 
 def config(**kw):
     base = dict(hidden=32, fanin=8, group_size=4, epochs=3, batch_size=64, eval_k=5, eval_every=3)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.of(**{**base, **kw})
 
 
 def strip(records):
@@ -326,45 +326,45 @@ def test_a_dense_head_with_10M_labels_is_refused_before_allocation(monkeypatch):
     ds = _wide_dataset(10_000_000)
     t0 = time.perf_counter()
     with pytest.raises(MemoryBudgetError) as e:
-        Trainer(TrainConfig(head="dense", hidden=512), ds)
+        Trainer(TrainConfig.of(head="dense", hidden=512), ds)
     assert time.perf_counter() - t0 < 5
     message = str(e.value)
     assert "10,000,000 labels" in message and "budget of 4,096 MB" in message and ENV in message
-    est = estimate_bytes(TrainConfig(head="dense", hidden=512), (50, 10_000_000))
+    est = estimate_bytes(TrainConfig.of(head="dense", hidden=512), (50, 10_000_000))
     assert f"{est['total'] / 2**20:,.0f} MB" in message
     # with the default budget (the machine's available memory), too, where it is smaller
     monkeypatch.delenv(ENV)
     from engine.guard import available_bytes
     if available_bytes() is not None and available_bytes() < est["total"]:
         with pytest.raises(MemoryBudgetError, match="MemAvailable"):
-            Trainer(TrainConfig(head="dense", hidden=512), ds)
+            Trainer(TrainConfig.of(head="dense", hidden=512), ds)
 
 
 def test_the_estimate_counts_the_head_encoder_and_batch():
-    c = TrainConfig(head="group_shared", hidden=64, fanin=8, group_size=4, batch_size=32)
+    c = TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4, batch_size=32)
     est = estimate_bytes(c, (1000, 500))
     assert est["head"] == head_memory(c.model_config(1000, 500), 32)["total"]
     assert est["encoder"] == 4 * 4 * (1000 * 64 + 64)
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
-    dense = estimate_bytes(TrainConfig(head="dense", hidden=64, batch_size=32), (1000, 500))
+    dense = estimate_bytes(TrainConfig.of(head="dense", hidden=64, batch_size=32), (1000, 500))
     assert dense["head"] > est["head"]                                   # the point of sparse heads
-    assert estimate_bytes(TrainConfig(head="dense", hidden=64, batch_size=64), (1000, 500))["total"] > dense["total"]
+    assert estimate_bytes(TrainConfig.of(head="dense", hidden=64, batch_size=64), (1000, 500))["total"] > dense["total"]
     assert check_memory(c, 1000, 500, budget=est["total"]) == est
     with pytest.raises(MemoryBudgetError, match="over the budget"):
         check_memory(c, 1000, 500, budget=est["total"] - 1)
     # one rank of 4 label shards holds a quarter of the head (and of the eval logits), a whole
     # encoder; the 2 ranks on this machine share its budget
-    four = estimate_bytes(TrainConfig(head="dense", hidden=64, batch_size=32), (1000, 500), shards=4)
+    four = estimate_bytes(TrainConfig.of(head="dense", hidden=64, batch_size=32), (1000, 500), shards=4)
     assert four["head"] == -(-dense["head"] // 4) and four["encoder"] == dense["encoder"]
     assert four["eval"] == 1024 * 125 * 4
     sharded = dict(shards=4, ranks_here=2)
-    assert check_memory(TrainConfig(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"],
+    assert check_memory(TrainConfig.of(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"],
                         **sharded) == four
     with pytest.raises(MemoryBudgetError, match=r"per process \(1 of 4 label shards; 2 on this machine\)"):
-        check_memory(TrainConfig(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"] - 1,
+        check_memory(TrainConfig.of(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"] - 1,
                      **sharded)
     # no encoder: no encoder weights, and the densified input batch (B, D) and eval rows (1024, D)
-    linear = estimate_bytes(TrainConfig(head="group_shared", hidden=0, fanin=8, group_size=4, batch_size=32),
+    linear = estimate_bytes(TrainConfig.of(head="group_shared", hidden=0, fanin=8, group_size=4, batch_size=32),
                             (1000, 500))
     assert linear["encoder"] == 0
     assert linear["activations"] == 4 * 32 * 1000 * 4

@@ -20,7 +20,7 @@ def tiny():
 
 def config(**kw):
     base = dict(hidden=32, fanin=8, group_size=4, epochs=2, batch_size=64, eval_k=5)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.of(**{**base, **kw})
 
 
 @pytest.mark.parametrize("settings", [
@@ -203,7 +203,7 @@ def test_config_dict_round_trip():
 
 
 def test_empty_feature_rows_encode_to_bias(tiny):
-    model = XMCModel(ModelConfig(n_features=60, n_labels=50, head="dense", hidden=8, dropout=0.0))
+    model = XMCModel(ModelConfig.of(n_features=60, n_labels=50, head="dense", hidden=8, dropout=0.0))
     X = tiny.X_train[:3].copy()
     X.data[:] = 0
     X.eliminate_zeros()
@@ -230,10 +230,10 @@ def test_run_store_round_trip(tiny, tmp_path):
 
 def test_torn_last_metrics_line_is_ignored(tmp_path):
     run = RunStore(tmp_path).create(config())
-    run.append({"kind": "step", "step": 1})
+    run.append({"kind": "step", "step": 1, "loss": 0.5, "step_time": 0.01})
     with open(run.path / "metrics.jsonl", "a") as f:
         f.write('{"kind": "st')                       # a crash mid-write
-    assert run.records() == [{"kind": "step", "step": 1}]
+    assert run.records() == [{"kind": "step", "step": 1, "loss": 0.5, "step_time": 0.01}]
 
 
 def test_two_runs_in_the_same_second_get_distinct_ids(tmp_path):

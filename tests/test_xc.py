@@ -49,6 +49,20 @@ MALFORMED = [
     ("first-error-wins", b"3 3 2\n0 1:1\n5 1:1\nabc\n", 3, "label id 5 >= num_labels 2"),
     ("long-line-bad-end", b"1 9000 1\n0 " + b" ".join(b"%d:0.123456789" % i for i in range(8000)) + b" 9:x\n",
      2, "bad value 'x'"),
+    # degenerate content: nothing but an encoding mark or whitespace, another encoding, huge numbers
+    ("bom-only", b"\xef\xbb\xbf", None, "no content: only a byte-order mark"),
+    ("bom-newline", b"\xef\xbb\xbf\n", None, "no content: only whitespace"),
+    ("whitespace-only", b"  \n\t\n \x0c\n", None, "no content: only whitespace"),
+    ("line-ends-only", b"\r\n\r\n\n", None, "no content: only whitespace"),
+    ("utf16", "2 3 2\n0 1:1\n1 2:1\n".encode("utf-16"), 1, "NUL byte), not a text file; it starts with a UTF-16 byte-order mark (ff fe): save it as UTF-8"),
+    ("utf16-be", b"\xfe\xff" + "2 3 2\n".encode("utf-16-be"), 1, "UTF-16 byte-order mark (fe ff)"),
+    ("utf32", "2 3 2\n".encode("utf-32"), 1, "UTF-32 byte-order mark (ff fe 00 00)"),
+    ("utf16-bom-only", b"\xff\xfe", 1, "not UTF-8 text (byte 0xff); it starts with a UTF-16 byte-order mark"),
+    ("nul-only", b"\x00\x00\x00", 1, "NUL"),
+    ("header-5000-digits", b"2 3 " + b"9" * 5000 + b"\n", 1, "num_labels must be in [1, 2147483647], got 99"),
+    ("label-5000-digits", b"2 3 2\n0 1:1\n" + b"9" * 5000 + b" 2:1\n", 3, ">= num_labels 2"),
+    ("feature-5000-digits", b"2 3 2\n0 1:1\n1 " + b"7" * 5000 + b":1\n", 3, ">= num_features 3"),
+    ("label-zero-padded-past-int64", b"2 3 2\n" + b"0" * 30 + b"1 1:1\n1 2:1\n", 2, "has more than 18 digits"),
 ]
 
 
@@ -66,6 +80,22 @@ def test_read_xc_rejects_malformed_file(tmp_path, content, line, words):
     else:
         assert info.value.line == line and f"train.txt line {line}: " in message
     assert words in message
+
+
+def test_a_huge_token_is_quoted_short(tmp_path):
+    # a message names the token, cut: a line of megabytes does not become a message of megabytes
+    path = tmp_path / "train.txt"
+    for bad in (b"x" * 10**6 + b" 1:1", b"0 1:" + b"9" * 10**6, b"0 1:1 " + b"2" * 10**6 + b":1"):
+        path.write_bytes(b"1 3 2\n" + bad + b"\n")
+        with pytest.raises(DatasetFormatError, match="characters") as info:
+            read_xc(path)
+        assert len(str(info.value)) < 250 + len(str(path))
+
+
+def test_a_header_with_leading_zeros_reads_as_before(tmp_path):
+    (tmp_path / "train.txt").write_bytes(b"0002 " + b"0" * 5000 + b"3 2\n0 1:1\n1 2:1\n")
+    X, Y = read_xc(tmp_path / "train.txt")
+    assert X.shape == (2, 3) and Y.shape == (2, 2)
 
 
 def test_read_xc_accepts_the_valid_base_case(tmp_path):
@@ -160,6 +190,18 @@ def test_read_names_count_mismatch(tmp_path):
     write_names(tmp_path / "labels.txt", ["a", "b"])
     with pytest.raises(DatasetFormatError, match=r"labels\.txt: expected 3 label names, found 2"):
         read_names(tmp_path / "labels.txt", 3, "label")
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xef\xbb\xbf", "no content: only a byte-order mark"),
+    (b"\n\n\n", "no content: only whitespace"),
+    ("a\nb\nc\n".encode("utf-16"), "UTF-16 byte-order mark"),
+], ids=["bom-only", "blank-lines", "utf16"])
+def test_read_names_rejects_degenerate_files(tmp_path, content, words):
+    (tmp_path / "labels.txt").write_bytes(content)
+    with pytest.raises(DatasetFormatError, match=r"labels\.txt") as info:
+        read_names(tmp_path / "labels.txt", 3, "label")
+    assert words in str(info.value)
 
 
 def test_read_names_rejects_non_utf8(tmp_path):

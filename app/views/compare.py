@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine import ConfigError, XMCError
 
-from app import analysis, datasets, figures, registry, settings, sidebar, teaching
+from app import analysis, datasets, figures, registry, settings, sidebar, teaching, text
 
 teaching.intro(
     "Compare",
@@ -27,7 +27,7 @@ try:
     variants = analysis.head_variants(base)
     analytic = {h: analysis.memory_estimate(c, ds.n_features, ds.n_labels) for h, c in variants.items()}
 except ConfigError as e:
-    st.error(f"These settings do not make a model: {e}")
+    st.error(f"These settings do not make a model: {text.md(e)}")
     st.stop()
 measured_key = (ref, tuple(sorted(base.to_dict().items())))
 if st.button("Measure the real tensors", key="measure",
@@ -50,7 +50,8 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, key="memory_table")
 st.plotly_chart(figures.memory_bars({settings.HEAD_NAMES.get(h, h): a for h, a in analytic.items()},
                                     {settings.HEAD_NAMES.get(h, h): m for h, m in measured.items()} if measured else None),
                 key="memory_bars")
-st.caption(f"d = {d}, L = {ds.n_labels:,}, k = {base.fanin}, m = {base.group_size}, B = {base.batch_size}, "
+k, m = (base.flat().get(name, settings.default(name)) for name in ("fanin", "group_size"))
+st.caption(f"d = {d}, L = {ds.n_labels:,}, k = {k}, m = {m}, B = {base.batch_size}, "
            "float32 weights, int32 indices. Measured: bytes of the real parameter, index, gradient, Adam-state "
            "and logit tensors after one step.")
 
@@ -68,10 +69,10 @@ if st.button("Run the benchmark", key="run_bench", type="primary", disabled=not 
     bar = st.progress(0.0, text="starting ...")
     try:
         ss.bench_rows = analysis.run_bench(sorted(counts), progress=lambda i, n, t: bar.progress(i / n, text=t),
-                                      batch=batch, in_features=d, fanin=min(base.fanin, d),
-                                      group_size=base.group_size, repeats=repeats)
+                                      batch=batch, in_features=d, fanin=min(k, d),
+                                      group_size=m, repeats=repeats)
     except (XMCError, ValueError, AssertionError) as e:
-        st.error(f"The benchmark stopped: {e}")
+        st.error(f"The benchmark stopped: {text.md(e)}")
 if ss.get("bench_rows"):
     st.plotly_chart(figures.bench_lines(ss.bench_rows), key="bench_chart")
     st.dataframe(pd.DataFrame(ss.bench_rows)[["provider", "n_labels", "forward_s", "fwd_bwd_s", "ratio_to_dense",
@@ -79,13 +80,12 @@ if ss.get("bench_rows"):
 
 # --- runs -----------------------------------------------------------------------------------
 st.subheader("Runs: accuracy against memory")
-points = []
-for run in registry.jobs().store.list():
-    try:
-        cfg = run.config
-    except (XMCError, ValueError, TypeError):
+points, broken = [], []
+for run, cfg, records, error in registry.run_entries():
+    if error:
+        broken.append(f"{run.id} ({error})")
         continue
-    ev = analysis.last_eval(run.records())
+    ev = analysis.last_eval(records)
     run_ds = datasets.dataset_by_ref(cfg.data)
     if ev is None or run_ds is None:
         continue
@@ -93,8 +93,10 @@ for run in registry.jobs().store.list():
         memory = analysis.memory_estimate(cfg, run_ds.n_features, run_ds.n_labels)["total"]
     except ConfigError:
         continue
-    points.append({"run": f"{run.id} ({run_ds.name})", "head": cfg.head, "memory": memory, "p1": ev.get("P@1", 0.0)})
+    points.append({"run": f"{run.id} ({run_ds.name})", "head": cfg.model.head.name, "memory": memory, "p1": ev.get("P@1", 0.0)})
 if points:
     st.plotly_chart(figures.pareto(points), key="pareto")
 else:
     st.info("No evaluated runs yet: train a few heads on the Train page to fill this view.")
+if broken:
+    st.warning(text.md(f"Not shown: {len(broken)} broken run(s), whose files do not read: " + "; ".join(broken)))

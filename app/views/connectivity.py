@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine import XMCError
 
-from app import analysis, datasets, figures, models, registry, teaching
+from app import analysis, datasets, figures, models, registry, teaching, text
 
 teaching.intro(
     "Connectivity",
@@ -30,12 +30,12 @@ try:
         ds = datasets.dataset_by_ref(run.config.data) or ds
         model = models.model_for("", run.config.data, source)
 except XMCError as e:
-    st.error(f"No model for these settings: {e}")
+    st.error(f"No model for these settings: {text.md(e)}")
     st.stop()
 
 head = model.sparse
 if head is None:
-    st.info(f"The {model.config.head} head has no index sets: every label reads all {model.config.head_in} inputs "
+    st.info(f"The {model.config.head.name} head has no index sets: every label reads all {model.config.head_in} inputs "
             "(dense) or hashed buckets (MACH). Choose a fixed fan-in or group-shared head in the sidebar, or a "
             "run that used one.")
     st.stop()
@@ -58,7 +58,8 @@ if label is not None and groups[label] >= 0:
 else:
     g = c[0].number_input("Group", 0, G - 1, 0, key="conn_group", bind="query-params")
 members = analysis.group_labels(groups, g)
-st.markdown(f"**Group {g}**: labels " + ", ".join(names[i] for i in members[:32]) + (" ..." if len(members) > 32 else ""))
+st.markdown(f"**Group {g}**: labels " + ", ".join(text.md(names[i]) for i in members[:32]) +
+            (" ..." if len(members) > 32 else ""))
 
 left, right = st.columns([3, 2])
 with left:
@@ -90,7 +91,12 @@ teaching.note(
 
 # dynamic sparse training: the updates a stored run recorded
 if source != models.CURRENT:
-    _, _, other = analysis.split_records(store.get(source).records())
+    try:
+        records = store.get(source).records()
+    except XMCError as e:
+        st.error(f"The run's records do not read: {text.md(e)}")
+        records = []
+    _, _, other = analysis.split_records(records)
     updates = other.get("dst", [])
     if updates:
         st.subheader("Dynamic sparse training")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from engine import XMCError, load_dataset
 
-from app import datasets, figures, teaching
+from app import datasets, figures, teaching, text
 
 teaching.intro(
     "Data",
@@ -62,11 +62,11 @@ with st.expander("Upload a dataset in the XC format", expanded=False):
     st.file_uploader("Files", type=["txt"], accept_multiple_files=True, key="upload")
     st.button("Use these files", on_click=use_upload, disabled=not st.session_state.get("upload"))
     if st.session_state.get("upload_error"):
-        st.error(f"The files were not loaded: {st.session_state.upload_error}")
+        st.error(f"The files were not loaded: {text.md(st.session_state.upload_error)}")
 
 ds, ref = datasets.dataset_or_stop()
 s = ds.summary()
-st.subheader(f"{s['name']}")
+st.subheader(text.md(s["name"]))
 c = st.columns(6)
 c[0].metric("Training points", f"{s['n_train']:,}")
 c[1].metric("Test points", f"{s['n_test']:,}")
@@ -93,4 +93,5 @@ teaching.note(
 )
 if ds.label_names is not None:
     top = np.argsort(-st_["label_freq"])[:10]
-    st.caption("Most frequent labels: " + ", ".join(f"{ds.label_names[i]} ({st_['label_freq'][i]})" for i in top))
+    st.caption("Most frequent labels: " + ", ".join(f"{text.md(ds.label_names[i])} ({st_['label_freq'][i]})"
+                                                    for i in top))

@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine import XMCError, compare_hash_indexes
 
-from app import datasets, figures, models, registry, teaching
+from app import datasets, figures, models, registry, teaching, text
 
 # compare_hash_indexes row field -> table column
 COLUMNS = {"index": "index", "cand_mean": "candidates", "cand_pct": "% of labels", "recall": "recall of true labels",
@@ -36,10 +36,10 @@ try:
     model = models.model_for("", run.config.data, run_id)
     ds = datasets.dataset_by_ref(run.config.data)
 except XMCError as e:
-    st.error(f"No model for this run: {e}")
+    st.error(f"No model for this run: {text.md(e)}")
     st.stop()
 
-if model.config.head == "mach":
+if model.config.head.name == "mach":
     st.info("A MACH head has no weight vector per label: a label scores by the buckets it hashes to, so there is "
             "nothing to put in hash tables. Choose a run with a dense or sparse head.")
     st.stop()
@@ -55,10 +55,10 @@ if st.button("Build the indexes", key="build", type="primary"):
     bar = st.progress(0.0, text="starting ...")
     try:
         ss.lss_result = (result_key, compare_hash_indexes(
-            model, ds, n_tables=n_tables, n_bits=n_bits, fit_epochs=epochs, seed=run.config.seed,
+            model, ds, n_tables=n_tables, n_bits=n_bits, fit_epochs=epochs, seed=run.config.model.seed,
             progress=lambda i, n, text: bar.progress(i / n, text=text)))
     except XMCError as e:
-        st.error(f"The indexes could not be built: {e}")
+        st.error(f"The indexes could not be built: {text.md(e)}")
 rows = ss.lss_result[1] if ss.get("lss_result") and ss.lss_result[0] == result_key else None
 if rows:
     st.dataframe(pd.DataFrame(rows)[list(COLUMNS)].rename(columns=COLUMNS), hide_index=True, key="lss_table")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine import XMCError, pifa
 
-from app import analysis, datasets, figures, models, registry, teaching, warmup
+from app import analysis, datasets, figures, models, registry, teaching, text, warmup
 
 teaching.intro(
     "Label map",
@@ -59,14 +59,15 @@ try:
     else:
         run = store.get(source)
         if run.config.data != ref:
-            st.warning(f"Run {source} was trained on another dataset ({run.config.data}); showing it on that one.")
+            st.warning(f"Run {text.md(source)} was trained on another dataset ({text.md(run.config.data)}); "
+                       "showing it on that one.")
             ds = datasets.dataset_by_ref(run.config.data)
             if ds is None:
-                st.error(f"The dataset of run {source} is gone: {run.config.data}")
+                st.error(f"The dataset of run {text.md(source)} is gone: {text.md(run.config.data)}")
                 st.stop()
         model = models.model_for("", run.config.data, source)
 except XMCError as e:
-    st.error(f"No model for these settings: {e}")
+    st.error(f"No model for these settings: {text.md(e)}")
     st.stop()
 
 labels = analysis.sample_labels(ds.n_labels, seed=int(ss.get("seed", 0)))
@@ -108,7 +109,7 @@ st.caption(f"Showing {shown}, {vectors} vectors, {method.upper()} layout; map re
            + ("Colour: the head's group; click a label to highlight its group." if groups is not None else "This head has no groups (colour: none)."))
 if groups is not None and pick >= 0:
     members = analysis.group_labels(groups, pick)
-    st.markdown(f"**Group {pick}** ({len(members)} labels): " + ", ".join(names[i] for i in members[:40]) +
+    st.markdown(f"**Group {pick}** ({len(members)} labels): " + ", ".join(text.md(names[i]) for i in members[:40]) +
                 (" ..." if len(members) > 40 else ""))
 teaching.note(
     "Point size grows with label frequency. With *random* groups the colours are scattered all over the map; "

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine import PRESETS, ConfigError, RunNotFoundError, TrainConfig, XMCError, head_memory, head_params
 
-from app import analysis, datasets, figures, registry, settings, sidebar, teaching, warmup
+from app import analysis, datasets, figures, registry, settings, sidebar, teaching, text, warmup
 from app.jobs import LIVE, read_status
 
 REFRESH_S = 0.5
@@ -27,7 +27,7 @@ teaching.intro(
 def apply_preset():
     """Callback: every control to the chosen preset (the defaults and the preset's own settings)."""
     if ss.get("preset") in PRESETS:
-        ss.update({name: getattr(settings.DEFAULTS, name) for name in settings.CONTROLLED})
+        ss.update({name: settings.default(name) for name in settings.CONTROLLED})
         ss.update(PRESETS[ss["preset"]])
 
 
@@ -45,7 +45,8 @@ def import_config():
     if unshown:
         ss.train_error = f"This page cannot set that configuration: {'; '.join(unshown)}"
         return
-    ss.update({name: getattr(cfg, name) for name in settings.CONTROLLED})
+    flat = cfg.flat()
+    ss.update({name: flat[name] for name in settings.CONTROLLED if name in flat})
     if cfg.data == "sample":
         ss["data"] = "sample"
     else:
@@ -105,13 +106,13 @@ try:
     dense = sidebar.train_config(ref, head="dense", dst="none")   # the baseline
     dense_mem = head_memory(dense.model_config(ds.n_features, ds.n_labels), dense.batch_size)
 except ConfigError as e:
-    st.error(f"These settings do not make a model: {e}")
+    st.error(f"These settings do not make a model: {text.md(e)}")
     st.stop()
 
 m = st.columns(4)
 m[0].metric("Head parameters", f"{head_params(model_config):,}")
 m[1].metric("Head memory in training", teaching.fmt_bytes(mem["total"]),
-            delta=f"{mem['total'] / dense_mem['total']:.2f}x dense" if config.head != "dense" else None,
+            delta=f"{mem['total'] / dense_mem['total']:.2f}x dense" if config.model.head.name != "dense" else None,
             delta_color="off")
 m[2].metric("Labels L / inputs d", f"{ds.n_labels:,} / {model_config.head_in:,}")
 m[3].metric("Steps", f"{config.epochs * -(-ds.n_train // config.batch_size):,}")
@@ -125,8 +126,8 @@ teaching.note(
 
 # --- controls -------------------------------------------------------------------------------
 store = registry.jobs().store
-runs = list(reversed(store.list()))
-ids = [r.id for r in runs]
+entries = registry.run_entries()                # every run, a broken one with its error
+ids = [e.run.id for e in entries]
 b = st.columns([1, 1, 1, 1, 4])
 b[0].button("Start", type="primary", on_click=start, key="start", icon=":material/play_arrow:")
 if ids:                                   # created before reading ss["run"]: a URL's ?run= seeds it here
@@ -142,7 +143,7 @@ b[2].button("Step", on_click=control, args=("step",), disabled=not paused, key="
             help="while paused: one training step", icon=":material/skip_next:")
 b[3].button("Stop", on_click=control, args=("stop",), disabled=not live, key="stop", icon=":material/stop:")
 if ss.get("train_error"):
-    st.error(ss.train_error)
+    st.error(text.md(ss.train_error))
 if warmup.warm_stage() != "done":
     st.caption("Warming up in the background (once after the server starts: training kernels, then UMAP); "
                "a Start now may take a few seconds longer.")
@@ -158,19 +159,19 @@ run_id = ss.get("run") or ids[0]
 def live_view(run_id):
     try:
         run = store.get(run_id)
-    except RunNotFoundError as e:
-        st.error(str(e))
+        records = run.records()
+    except XMCError as e:
+        st.error(text.md(e))
         return
-    records = run.records()
     state = registry.jobs().state(run)
     steps, evals, other = analysis.split_records(records)
     last_step = steps[-1]["step"] if steps else 0
     info = read_status(run.path)
     total = info.get("total_steps")
-    st.markdown(f"**{run_id}** · {state} · step {last_step:,}" + (f" of {total:,}" if total else "") +
+    st.markdown(f"**{text.md(run_id)}** · {state} · step {last_step:,}" + (f" of {total:,}" if total else "") +
                 f" · {len(steps)} steps, {len(evals)} evaluations recorded")
     if info.get("error"):
-        st.error(f"The run failed: {info['error']}")
+        st.error(f"The run failed: {text.md(info['error'])}")
     if evals:
         last = evals[-1]
         cols = st.columns(6)
@@ -197,28 +198,27 @@ live_view(run_id)
 # --- runs -----------------------------------------------------------------------------------
 st.subheader("Runs")
 rows = []
-for r in runs:
-    try:
-        cfg = r.config
-    except (XMCError, ValueError, TypeError):
+for r, cfg, recs, error in entries:
+    if error:
+        rows.append({"run": r.id, "state": f"broken: {error}"})
         continue
-    recs = r.records()
     ev = analysis.last_eval(recs)
-    rows.append({"run": r.id, "head": cfg.head, "data": "sample" if cfg.data == "sample" else cfg.data.split("/")[-1],
-                 "state": registry.jobs().state(r), "k": cfg.fanin if cfg.head != "dense" else None,
-                 "m": cfg.group_size if cfg.head == "group_shared" else None,
+    flat = cfg.flat()
+    rows.append({"run": r.id, "head": flat["head"], "data": "sample" if cfg.data == "sample" else cfg.data.split("/")[-1],
+                 "state": registry.jobs().state(r), "k": flat.get("fanin"), "m": flat.get("group_size"),
                  "steps": max((x["step"] for x in recs if x.get("kind") == "step"), default=0),
                  "P@1": None if ev is None else round(100 * ev.get("P@1", 0), 2),
                  "P@5": None if ev is None else round(100 * ev.get("P@5", 0), 2)})
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs_table")
 o = st.columns([3, 1])
-chosen = o[0].multiselect("Overlay runs", ids, default=[run_id] if run_id in ids else [], key="overlay",
-                          max_selections=8)
+readable = {e.run.id: e.records for e in entries if not e.error}
+chosen = o[0].multiselect("Overlay runs", list(readable), default=[run_id] if run_id in readable else [],
+                          key="overlay", max_selections=8)
 metric = o[1].selectbox("Metric", ["P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "loss"], key="overlay_metric")
 if chosen:
     series = {}
     for rid in chosen:
-        steps, evals, _ = analysis.split_records(store.get(rid).records())
+        steps, evals, _ = analysis.split_records(readable[rid])
         series[rid] = steps if metric == "loss" else evals
     st.plotly_chart(figures.overlay(series, metric), key="overlay_chart")
 

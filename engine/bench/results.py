@@ -56,7 +56,7 @@ def config_for(name, data, epochs, seed, n_labels):
     kw = dict(CONFIGS[name])
     if kw.get("head") == "mach" and not kw["mach_buckets"]:
         kw["mach_buckets"] = mach_buckets_for(n_labels)
-    return TrainConfig(data=data, epochs=epochs, seed=seed, **{**BASE, **kw})
+    return TrainConfig.of(data=data, epochs=epochs, seed=seed, **{**BASE, **kw})
 
 
 def run_row(config, dataset):

@@ -34,6 +34,10 @@
 // (KT+1, MT+1): the column reads of the inner loops are free of bank conflicts.
 // Known limit of v1: with m < MT (m = 1 in particular) part of the block idles in the forward
 // (gs_forward_v2 splits k across those threads) and in the fused kernel's weight gradient.
+// The loops the kernels share are device helpers below (gs_each_out: a thread's outputs of a
+// tile; gs_each_k_chunk: the staged k-chunks; gs_tile_logits, gs_tile_grads, ...), which take
+// the kernel's own step as a lambda and inline (__forceinline__, loops unrolled as before): each
+// kernel body states only what is its own, with the same loads, stores and FLOPs per element.
 //
 // Tile sizes are macros, overridable with -D (the emulation tests use tiny ones):
 //   GS_NT threads per block (the launch must use blockDim = (GS_NT, 1, 1)),
@@ -81,7 +85,7 @@ typedef float real;
 #endif
 
 // -------------------------------------------------------------------------------------------
-// device helpers (called by all threads of the block: they contain no barrier themselves)
+// device helpers (called by all threads of the block; no barrier unless the comment says so)
 
 __device__ __forceinline__ int gs_imin(int a, int b) { return a < b ? a : b; }
 
@@ -91,6 +95,52 @@ __device__ __forceinline__ real gs_neg_inf() {
 #else
     return -__int_as_float(0x7f800000);
 #endif
+}
+
+// The label slots of group g that exist: m, fewer in a padded last group (L < G·m).
+__device__ __forceinline__ int gs_slots(int g, int m, int L) { return gs_imin(m, L - g * m); }
+
+// v plus the bias of slot l (bias NULL: none).
+__device__ __forceinline__ real gs_biased(real v, const real* __restrict__ bias, int l) {
+    return v + (bias ? bias[l] : (real)0);
+}
+
+// What a block works on: group g (mv of its m slots exist), its inputs idxg = idx[g] (k,) and
+// weights Wg = W[g] (m, k), and the batch tile of rows b0 .. b0+nb-1.
+struct gs_tile {
+    int g, mv;
+    const int* idxg;
+    const real* Wg;
+    int b0, nb;
+};
+
+__device__ __forceinline__ gs_tile gs_tile_of(int g, int b0, const int* __restrict__ idx,
+                                              const real* __restrict__ W, int B, int m, int k,
+                                              int L) {
+    return {g, gs_slots(g, m, L), idx + (long long)g * k, W + (long long)g * m * k, b0,
+            gs_imin(GS_TB, B - b0)};
+}
+
+// f(r, o) for each o = threadIdx.x + r·GS_NT < N that this thread owns; r < GS_CEIL(N, GS_NT)
+// indexes the thread's registers (the loop is unrolled: they stay registers).
+template <int N, class F>
+__device__ __forceinline__ void gs_each_own(F f) {
+#pragma unroll
+    for (int r = 0; r < GS_CEIL(N, GS_NT); r++) {
+        int o = threadIdx.x + r * GS_NT;
+        if (o < N) f(r, o);
+    }
+}
+
+// f(r, a, c) for the outputs (a, c) = (o / COLS, o % COLS) of a ROWS x COLS tile that this
+// thread owns (o as in gs_each_own), those with a < na and c < nc (default: all).
+template <int ROWS, int COLS, class F>
+__device__ __forceinline__ void gs_each_out(F f, int na = ROWS, int nc = COLS) {
+#pragma unroll
+    for (int r = 0; r < GS_CEIL(ROWS * COLS, GS_NT); r++) {
+        int o = threadIdx.x + r * GS_NT, a = o / COLS, c = o % COLS;
+        if (o < ROWS * COLS && a < na && c < nc) f(r, a, c);
+    }
 }
 
 // xs[b][t] = X[b0+b, idxg[t0+t]] for b < nb, t < nt; 0 elsewhere in the TB x KT tile.
@@ -121,54 +171,80 @@ __device__ __forceinline__ void gs_stage_dz(real (*dzs)[GS_MT + 1], const real* 
     }
 }
 
-// Logits of one (batch tile, label tile) into acc: acc[r] = Σ_t ws[j][t]·xs[b][t] for the
-// outputs o = threadIdx.x + r·GS_NT, (b, j) = (o / MT, o % MT). Stages xs and ws chunk by chunk.
+// The sums of the staged tiles (padded with zeros, so full-length loops need no bounds),
+// each added to s in the order of its index:
+//   s + Σ_{t<KT} w[t]·x[t]          a logit: w = ws[j], x = xs[b]
+//   s + Σ_{b<TB} dzs[b][j]·xs[b][t]  a weight gradient dW[j, t]
+//   s + Σ_{j<mt} dzs[b][j]·ws[j][t]  an input gradient dX[b, t] (mt: no work on padding)
+__device__ __forceinline__ real gs_sum_wx(real s, const real* w, const real* x) {
+#pragma unroll 8
+    for (int t = 0; t < GS_KT; t++) s += w[t] * x[t];
+    return s;
+}
+__device__ __forceinline__ real gs_sum_dzx(real s, const real (*dzs)[GS_MT + 1],
+                                           const real (*xs)[GS_KT + 1], int j, int t) {
+#pragma unroll 8
+    for (int b = 0; b < GS_TB; b++) s += dzs[b][j] * xs[b][t];
+    return s;
+}
+__device__ __forceinline__ real gs_sum_dzw(real s, const real (*dzs)[GS_MT + 1],
+                                           const real (*ws)[GS_KT + 1], int b, int t, int mt) {
+#pragma unroll 4
+    for (int j = 0; j < mt; j++) s += dzs[b][j] * ws[j][t];
+    return s;
+}
+
+// For each k-chunk of the tile's group (t0 = 0, KT, 2·KT, ..., nt = its width): stage
+// xs = X[b0:b0+nb, idxg[t0:t0+nt]] and ws = Wg[j0:j0+mt, t0:t0+nt], barrier, f(t0, nt), barrier
+// (before xs and ws change). Contains barriers: every thread of the block must call it.
+template <class F>
+__device__ __forceinline__ void gs_each_k_chunk(real (*xs)[GS_KT + 1], real (*ws)[GS_KT + 1],
+                                                const real* __restrict__ X, const gs_tile& q,
+                                                int d, int k, int j0, int mt, F f) {
+    for (int t0 = 0; t0 < k; t0 += GS_KT) {
+        int nt = gs_imin(GS_KT, k - t0);
+        gs_stage_x(xs, X, q.idxg, d, q.b0, q.nb, t0, nt);
+        gs_stage_w(ws, q.Wg, k, j0, mt, t0, nt);
+        __syncthreads();
+        f(t0, nt);
+        __syncthreads();
+    }
+}
+
+// dX[b0+b, idxg[t0+t]] += v(r, b, t) for the outputs (b, t) < (nb, nt) of a TB x KT tile that
+// this thread owns. Atomics: other groups read the same inputs.
+template <class F>
+__device__ __forceinline__ void gs_add_dx(real* __restrict__ dX, const gs_tile& q, int d, int t0,
+                                          int nt, F v) {
+    gs_each_out<GS_TB, GS_KT>([&](int r, int b, int t) {
+        atomicAdd(&dX[(long long)(q.b0 + b) * d + q.idxg[t0 + t]], v(r, b, t));
+    }, q.nb, nt);
+}
+
+// acc[r] += the logit Σ_t ws[j][t]·xs[b][t] of the outputs (b, j) of one (batch tile, label
+// tile j0 .. j0+mt-1) this thread owns (gs_each_out<TB, MT>); the caller zeroes acc.
 // Contains barriers: every thread of the block must call it.
 __device__ __forceinline__ void gs_tile_logits(real (&acc)[GS_OUT_ZB], real (*xs)[GS_KT + 1],
                                                real (*ws)[GS_KT + 1], const real* __restrict__ X,
-                                               const int* __restrict__ idxg,
-                                               const real* __restrict__ Wg, int d, int k,
-                                               int b0, int nb, int j0, int mt) {
-#pragma unroll
-    for (int r = 0; r < GS_OUT_ZB; r++) acc[r] = 0;
-    for (int t0 = 0; t0 < k; t0 += GS_KT) {
-        int nt = gs_imin(GS_KT, k - t0);
-        gs_stage_x(xs, X, idxg, d, b0, nb, t0, nt);
-        gs_stage_w(ws, Wg, k, j0, mt, t0, nt);
-        __syncthreads();
-#pragma unroll
-        for (int r = 0; r < GS_OUT_ZB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            if (o < GS_TB * GS_MT) {
-                int b = o / GS_MT, j = o % GS_MT;
-                real s = acc[r];
-#pragma unroll 8
-                for (int t = 0; t < GS_KT; t++) s += ws[j][t] * xs[b][t];
-                acc[r] = s;
-            }
-        }
-        __syncthreads();
-    }
+                                               const gs_tile& q, int d, int k, int j0, int mt) {
+    gs_each_k_chunk(xs, ws, X, q, d, k, j0, mt, [&](int, int) {
+        gs_each_out<GS_TB, GS_MT>([&](int r, int b, int j) {
+            acc[r] = gs_sum_wx(acc[r], ws[j], xs[b]);
+        });
+    });
 }
 
 // zs[b][j] = Z[b0+b, l0+j] (bias included) of one (batch tile, label tile) for j < mt, 0 beyond.
 // Contains barriers and ends with one (zs is ready): every thread of the block must call it.
 __device__ __forceinline__ void gs_tile_scores(real (*zs)[GS_MT + 1], real (*xs)[GS_KT + 1],
                                                real (*ws)[GS_KT + 1], const real* __restrict__ X,
-                                               const int* __restrict__ idxg,
-                                               const real* __restrict__ Wg,
-                                               const real* __restrict__ bias, int d, int k,
-                                               int b0, int nb, int j0, int mt, int l0) {
-    real acc[GS_OUT_ZB];
-    gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);
-#pragma unroll
-    for (int r = 0; r < GS_OUT_ZB; r++) {
-        int o = threadIdx.x + r * GS_NT;
-        if (o < GS_TB * GS_MT) {
-            int b = o / GS_MT, j = o % GS_MT;
-            zs[b][j] = (j < mt) ? acc[r] + (bias ? bias[l0 + j] : (real)0) : (real)0;
-        }
-    }
+                                               const gs_tile& q, const real* __restrict__ bias,
+                                               int d, int k, int j0, int mt, int l0) {
+    real acc[GS_OUT_ZB] = {};
+    gs_tile_logits(acc, xs, ws, X, q, d, k, j0, mt);
+    gs_each_out<GS_TB, GS_MT>([&](int r, int b, int j) {
+        zs[b][j] = (j < mt) ? gs_biased(acc[r], bias, l0 + j) : (real)0;
+    });
     __syncthreads();
 }
 
@@ -184,24 +260,15 @@ gs_forward_v1(const real* __restrict__ X, const int* __restrict__ idx, const rea
               int B, int d, int G, int m, int k, int L) {
     __shared__ real xs[GS_TB][GS_KT + 1];
     __shared__ real ws[GS_MT][GS_KT + 1];
-    const int g = blockIdx.x, b0 = blockIdx.y * GS_TB;
-    const int nb = gs_imin(GS_TB, B - b0);
-    const int mv = gs_imin(m, L - g * m);                 // labels of g that exist
-    const int* idxg = idx + (long long)g * k;
-    const real* Wg = W + (long long)g * m * k;
-    for (int j0 = 0; j0 < mv; j0 += GS_MT) {
-        int mt = gs_imin(GS_MT, mv - j0);
-        real acc[GS_OUT_ZB];
-        gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);
-#pragma unroll
-        for (int r = 0; r < GS_OUT_ZB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            int b = o / GS_MT, j = o % GS_MT;
-            if (o < GS_TB * GS_MT && b < nb && j < mt) {
-                int l = g * m + j0 + j;
-                Z[(long long)(b0 + b) * L + l] = acc[r] + (bias ? bias[l] : (real)0);
-            }
-        }
+    const gs_tile q = gs_tile_of(blockIdx.x, blockIdx.y * GS_TB, idx, W, B, m, k, L);
+    for (int j0 = 0; j0 < q.mv; j0 += GS_MT) {
+        int mt = gs_imin(GS_MT, q.mv - j0);
+        real acc[GS_OUT_ZB] = {};
+        gs_tile_logits(acc, xs, ws, X, q, d, k, j0, mt);
+        gs_each_out<GS_TB, GS_MT>([&](int r, int b, int j) {
+            int l = q.g * m + j0 + j;
+            Z[(long long)(q.b0 + b) * L + l] = gs_biased(acc[r], bias, l);
+        }, q.nb, mt);
     }
 }
 
@@ -218,54 +285,34 @@ extern "C" __global__ void __launch_bounds__(GS_NT, GS_MINB)
 gs_forward_v2(const real* __restrict__ X, const int* __restrict__ idx, const real* __restrict__ W,
               const real* __restrict__ bias, real* __restrict__ Z,
               int B, int d, int G, int m, int k, int L) {
+    __shared__ real part[GS_TB * GS_MT];                  // (slice, b, j) partial sums
     __shared__ real xs[GS_TB][GS_KT + 1];
     __shared__ real ws[GS_MT][GS_KT + 1];
-    __shared__ real part[GS_TB * GS_MT];                  // (slice, b, j) partial sums
-    const int g = blockIdx.x, b0 = blockIdx.y * GS_TB;
-    const int nb = gs_imin(GS_TB, B - b0);
-    const int mv = gs_imin(m, L - g * m);
-    const int* idxg = idx + (long long)g * k;
-    const real* Wg = W + (long long)g * m * k;
+    const gs_tile q = gs_tile_of(blockIdx.x, blockIdx.y * GS_TB, idx, W, B, m, k, L);
     int mp = 1;
-    while (mp < gs_imin(mv, GS_MT)) mp <<= 1;             // label tile, a power of two <= MT
+    while (mp < gs_imin(q.mv, GS_MT)) mp <<= 1;           // label tile, a power of two <= MT
     const int P = GS_MT / mp;                             // slices per output
     const int per_slice = GS_TB * mp;                     // outputs per slice
-    for (int j0 = 0; j0 < mv; j0 += mp) {
-        int mt = gs_imin(mp, mv - j0);
-        real acc[GS_OUT_ZB];
-#pragma unroll
-        for (int r = 0; r < GS_OUT_ZB; r++) acc[r] = 0;
-        for (int t0 = 0; t0 < k; t0 += GS_KT) {
-            int nt = gs_imin(GS_KT, k - t0);
-            gs_stage_x(xs, X, idxg, d, b0, nb, t0, nt);
-            gs_stage_w(ws, Wg, k, j0, mt, t0, nt);
-            __syncthreads();
-#pragma unroll
-            for (int r = 0; r < GS_OUT_ZB; r++) {
-                int o = threadIdx.x + r * GS_NT;
-                if (o < GS_TB * GS_MT) {
-                    int sl = o / per_slice, q = o % per_slice;
-                    int b = q / mp, j = q % mp;
-                    real s = acc[r];
-                    for (int t = sl; t < nt; t += P) s += ws[j][t] * xs[b][t];
-                    acc[r] = s;
-                }
-            }
-            __syncthreads();
-        }
-#pragma unroll
-        for (int r = 0; r < GS_OUT_ZB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            if (o < GS_TB * GS_MT) part[o] = acc[r];
-        }
+    for (int j0 = 0; j0 < q.mv; j0 += mp) {
+        int mt = gs_imin(mp, q.mv - j0);
+        real acc[GS_OUT_ZB] = {};
+        gs_each_k_chunk(xs, ws, X, q, d, k, j0, mt, [&](int, int nt) {
+            gs_each_own<GS_TB * GS_MT>([&](int r, int o) {
+                int sl = o / per_slice, e = o % per_slice, b = e / mp, j = e % mp;
+                real s = acc[r];
+                for (int t = sl; t < nt; t += P) s += ws[j][t] * xs[b][t];
+                acc[r] = s;
+            });
+        });
+        gs_each_own<GS_TB * GS_MT>([&](int r, int o) { part[o] = acc[r]; });
         __syncthreads();
-        for (int q = threadIdx.x; q < per_slice; q += blockDim.x) {
-            int b = q / mp, j = q % mp;
-            if (b < nb && j < mt) {
+        for (int o = threadIdx.x; o < per_slice; o += blockDim.x) {
+            int b = o / mp, j = o % mp;
+            if (b < q.nb && j < mt) {
                 real s = 0;
-                for (int sl = 0; sl < P; sl++) s += part[sl * per_slice + q];
-                int l = g * m + j0 + j;
-                Z[(long long)(b0 + b) * L + l] = s + (bias ? bias[l] : (real)0);
+                for (int sl = 0; sl < P; sl++) s += part[sl * per_slice + o];
+                int l = q.g * m + j0 + j;
+                Z[(long long)(q.b0 + b) * L + l] = gs_biased(s, bias, l);
             }
         }
         __syncthreads();                                  // part is rewritten by the next tile
@@ -286,41 +333,21 @@ gs_grad_input_v1(const real* __restrict__ dZ, const int* __restrict__ idx,
                  int B, int d, int G, int m, int k, int L) {
     __shared__ real dzs[GS_TB][GS_MT + 1];
     __shared__ real ws[GS_MT][GS_KT + 1];
-    const int g = blockIdx.x, b0 = blockIdx.y * GS_TB;
-    const int nb = gs_imin(GS_TB, B - b0);
-    const int mv = gs_imin(m, L - g * m);
-    const int* idxg = idx + (long long)g * k;
-    const real* Wg = W + (long long)g * m * k;
+    const gs_tile q = gs_tile_of(blockIdx.x, blockIdx.y * GS_TB, idx, W, B, m, k, L);
     for (int t0 = 0; t0 < k; t0 += GS_KT) {
         int nt = gs_imin(GS_KT, k - t0);
-        real acc[GS_OUT_XB];
-#pragma unroll
-        for (int r = 0; r < GS_OUT_XB; r++) acc[r] = 0;
-        for (int j0 = 0; j0 < mv; j0 += GS_MT) {
-            int mt = gs_imin(GS_MT, mv - j0);
-            gs_stage_dz(dzs, dZ, L, b0, nb, g * m + j0, mt);
-            gs_stage_w(ws, Wg, k, j0, mt, t0, nt);
+        real acc[GS_OUT_XB] = {};
+        for (int j0 = 0; j0 < q.mv; j0 += GS_MT) {
+            int mt = gs_imin(GS_MT, q.mv - j0);
+            gs_stage_dz(dzs, dZ, L, q.b0, q.nb, q.g * m + j0, mt);
+            gs_stage_w(ws, q.Wg, k, j0, mt, t0, nt);
             __syncthreads();
-#pragma unroll
-            for (int r = 0; r < GS_OUT_XB; r++) {
-                int o = threadIdx.x + r * GS_NT;
-                if (o < GS_TB * GS_KT) {
-                    int b = o / GS_KT, t = o % GS_KT;
-                    real s = acc[r];
-#pragma unroll 4
-                    for (int j = 0; j < mt; j++) s += dzs[b][j] * ws[j][t];   // mt: no work on padding
-                    acc[r] = s;
-                }
-            }
+            gs_each_out<GS_TB, GS_KT>([&](int r, int b, int t) {
+                acc[r] = gs_sum_dzw(acc[r], dzs, ws, b, t, mt);
+            });
             __syncthreads();
         }
-#pragma unroll
-        for (int r = 0; r < GS_OUT_XB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            int b = o / GS_KT, t = o % GS_KT;
-            if (o < GS_TB * GS_KT && b < nb && t < nt)
-                atomicAdd(&dX[(long long)(b0 + b) * d + idxg[t0 + t]], acc[r]);
-        }
+        gs_add_dx(dX, q, d, t0, nt, [&](int r, int, int) { return acc[r]; });
     }
 }
 
@@ -333,47 +360,32 @@ gs_grad_input_v1(const real* __restrict__ dZ, const int* __restrict__ idx,
 // B·G·k·4·ceil(m/MT), dW written G·m·k·4.
 extern "C" __global__ void __launch_bounds__(GS_NT, GS_MINB)
 gs_grad_weight_v1(const real* __restrict__ dZ, const real* __restrict__ X,
-                  const int* __restrict__ idx, real* __restrict__ dW,
-                  int B, int d, int G, int m, int k, int L) {
+                  const int* __restrict__ idx, real* __restrict__ dW, int B, int d, int G, int m,
+                  int k, int L) {
     __shared__ real xs[GS_TB][GS_KT + 1];
     __shared__ real dzs[GS_TB][GS_MT + 1];
     const int g = blockIdx.x, t0 = blockIdx.y * GS_KT;
-    const int nt = gs_imin(GS_KT, k - t0);
-    const int mv = gs_imin(m, L - g * m);
+    const int nt = gs_imin(GS_KT, k - t0), mv = gs_slots(g, m, L);
     const int* idxg = idx + (long long)g * k;
     real* dWg = dW + (long long)g * m * k;
     for (int j0 = 0; j0 < m; j0 += GS_MT) {
         int mt = gs_imin(GS_MT, mv - j0);                  // <= 0: padding only, dW = 0
-        real acc[GS_OUT_WB];
-#pragma unroll
-        for (int r = 0; r < GS_OUT_WB; r++) acc[r] = 0;
+        real acc[GS_OUT_WB] = {};
         if (mt > 0) {
             for (int b0 = 0; b0 < B; b0 += GS_TB) {
                 int nb = gs_imin(GS_TB, B - b0);
                 gs_stage_x(xs, X, idxg, d, b0, nb, t0, nt);
                 gs_stage_dz(dzs, dZ, L, b0, nb, g * m + j0, mt);
                 __syncthreads();
-#pragma unroll
-                for (int r = 0; r < GS_OUT_WB; r++) {
-                    int o = threadIdx.x + r * GS_NT;
-                    if (o < GS_MT * GS_KT) {
-                        int j = o / GS_KT, t = o % GS_KT;
-                        real s = acc[r];
-#pragma unroll 8
-                        for (int b = 0; b < GS_TB; b++) s += dzs[b][j] * xs[b][t];
-                        acc[r] = s;
-                    }
-                }
+                gs_each_out<GS_MT, GS_KT>([&](int r, int j, int t) {
+                    acc[r] = gs_sum_dzx(acc[r], dzs, xs, j, t);
+                });
                 __syncthreads();
             }
         }
-#pragma unroll
-        for (int r = 0; r < GS_OUT_WB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            int j = o / GS_KT, t = o % GS_KT;
-            if (o < GS_MT * GS_KT && j0 + j < m && t < nt)
-                dWg[(long long)(j0 + j) * k + t0 + t] = acc[r];
-        }
+        gs_each_out<GS_MT, GS_KT>([&](int r, int j, int t) {
+            dWg[(long long)(j0 + j) * k + t0 + t] = acc[r];
+        }, m - j0, nt);
     }
 }
 
@@ -409,44 +421,22 @@ __device__ __forceinline__ real gs_sigmoid(real z) {
 // Contains barriers: every thread of the block must call it.
 __device__ __forceinline__ void gs_tile_grads(real (*dzs)[GS_MT + 1], real (*xs)[GS_KT + 1],
                                               real (*ws)[GS_KT + 1], const real* __restrict__ X,
-                                              const int* __restrict__ idxg,
-                                              const real* __restrict__ Wg, real* __restrict__ dWg,
+                                              const gs_tile& q, real* __restrict__ dWg,
                                               real* __restrict__ dbias, real* __restrict__ dX,
-                                              int d, int k, int b0, int nb, int j0, int mt, int l0) {
-    for (int t0 = 0; t0 < k; t0 += GS_KT) {
-        int nt = gs_imin(GS_KT, k - t0);
-        gs_stage_x(xs, X, idxg, d, b0, nb, t0, nt);
-        gs_stage_w(ws, Wg, k, j0, mt, t0, nt);
-        __syncthreads();                                   // dzs, xs, ws ready
+                                              int d, int k, int j0, int mt, int l0) {
+    gs_each_k_chunk(xs, ws, X, q, d, k, j0, mt, [&](int t0, int nt) {
         if (dbias && t0 == 0 && threadIdx.x < mt) {
             real s = 0;
             for (int b = 0; b < GS_TB; b++) s += dzs[b][threadIdx.x];
             dbias[l0 + threadIdx.x] += s;
         }
-#pragma unroll
-        for (int r = 0; r < GS_OUT_WB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            int j = o / GS_KT, t = o % GS_KT;
-            if (o < GS_MT * GS_KT && j < mt && t < nt) {
-                real s = 0;
-#pragma unroll 8
-                for (int b = 0; b < GS_TB; b++) s += dzs[b][j] * xs[b][t];
-                dWg[(long long)(j0 + j) * k + t0 + t] += s;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < GS_OUT_XB; r++) {
-            int o = threadIdx.x + r * GS_NT;
-            int b = o / GS_KT, t = o % GS_KT;
-            if (o < GS_TB * GS_KT && b < nb && t < nt) {
-                real s = 0;
-#pragma unroll 4
-                for (int j = 0; j < mt; j++) s += dzs[b][j] * ws[j][t];
-                atomicAdd(&dX[(long long)(b0 + b) * d + idxg[t0 + t]], s);
-            }
-        }
-        __syncthreads();                                   // before xs, ws (and dzs) change
-    }
+        gs_each_out<GS_MT, GS_KT>([&](int, int j, int t) {
+            dWg[(long long)(j0 + j) * k + t0 + t] += gs_sum_dzx(0, dzs, xs, j, t);
+        }, mt, nt);
+        gs_add_dx(dX, q, d, t0, nt, [&](int, int b, int t) {
+            return gs_sum_dzw(0, dzs, ws, b, t, mt);
+        });
+    });
 }
 
 // The work of block g = blockIdx.x of gs_fused_bce_v1 and _v2: loss_part[g], and with need_grad
@@ -461,38 +451,30 @@ __device__ __forceinline__ void gs_fused_bce_block(
     __shared__ real ws[GS_MT][GS_KT + 1];
     __shared__ real dzs[GS_TB][GS_MT + 1];
     __shared__ real red[GS_NT];
-    const int g = blockIdx.x;
-    const int mv = gs_imin(m, L - g * m);
-    const int* idxg = idx + (long long)g * k;
-    const real* Wg = W + (long long)g * m * k;
+    const int g = blockIdx.x, mv = gs_slots(g, m, L);
     real loss = 0;
     for (int j0 = 0; j0 < mv; j0 += GS_MT) {
         int mt = gs_imin(GS_MT, mv - j0);
         for (int b0 = 0; b0 < B; b0 += GS_TB) {
-            int nb = gs_imin(GS_TB, B - b0);
+            const gs_tile q = gs_tile_of(g, b0, idx, W, B, m, k, L);
             // 1. logits of the tile, loss, dz -> shared
-            real acc[GS_OUT_ZB];
-            gs_tile_logits(acc, xs, ws, X, idxg, Wg, d, k, b0, nb, j0, mt);
-#pragma unroll
-            for (int r = 0; r < GS_OUT_ZB; r++) {
-                int o = threadIdx.x + r * GS_NT;
-                if (o < GS_TB * GS_MT) {
-                    int b = o / GS_MT, j = o % GS_MT;
-                    int l = g * m + j0 + j;
-                    real dz = 0;
-                    if (b < nb && j < mt && (!mask || mask[l])) {
-                        real z = acc[r] + (bias ? bias[l] : (real)0);
-                        real y = gs_has_label(indptr, indices, b0 + b, l);
-                        loss += gs_bce(z, y);
-                        dz = scale * (gs_sigmoid(z) - y);
-                    }
-                    dzs[b][j] = dz;
+            real acc[GS_OUT_ZB] = {};
+            gs_tile_logits(acc, xs, ws, X, q, d, k, j0, mt);
+            gs_each_out<GS_TB, GS_MT>([&](int r, int b, int j) {
+                int l = g * m + j0 + j;
+                real dz = 0;
+                if (b < q.nb && j < mt && (!mask || mask[l])) {
+                    real z = gs_biased(acc[r], bias, l);
+                    real y = gs_has_label(indptr, indices, b0 + b, l);
+                    loss += gs_bce(z, y);
+                    dz = scale * (gs_sigmoid(z) - y);
                 }
-            }
+                dzs[b][j] = dz;
+            });
             // 2. per k-chunk: dW[g, j0+j, t] += Σ_b dz·x ;  dX[b, idx[g,t]] += Σ_j dz·w
             if (need_grad)
-                gs_tile_grads(dzs, xs, ws, X, idxg, Wg, dW + (long long)g * m * k, dbias, dX,
-                              d, k, b0, nb, j0, mt, g * m + j0);
+                gs_tile_grads(dzs, xs, ws, X, q, dW + (long long)g * m * k, dbias, dX, d, k, j0, mt,
+                              g * m + j0);
         }
     }
     // block sum of the loss, in a fixed order: deterministic
@@ -580,16 +562,14 @@ __device__ __forceinline__ void gs_topk_chunk(real (*zs)[GS_MT + 1], real (*xs)[
                                               const real* __restrict__ W,
                                               const real* __restrict__ bias,
                                               const unsigned char* __restrict__ mask,
-                                              int d, int G, int m, int k, int L, int gpc, int K,
-                                              int b0, int nb, real* lv, int* li) {
+                                              int B, int d, int G, int m, int k, int L, int gpc,
+                                              int K, real* lv, int* li) {
     const int g1 = gs_imin(G, (blockIdx.x + 1) * gpc);
     for (int g = blockIdx.x * gpc; g < g1; g++) {
-        const int mv = gs_imin(m, L - g * m);
-        const int* idxg = idx + (long long)g * k;
-        const real* Wg = W + (long long)g * m * k;
-        for (int j0 = 0; j0 < mv; j0 += GS_MT) {
-            int mt = gs_imin(GS_MT, mv - j0);
-            gs_tile_scores(zs, xs, ws, X, idxg, Wg, bias, d, k, b0, nb, j0, mt, g * m + j0);
+        const gs_tile q = gs_tile_of(g, blockIdx.y * GS_TB, idx, W, B, m, k, L);
+        for (int j0 = 0; j0 < q.mv; j0 += GS_MT) {
+            int mt = gs_imin(GS_MT, q.mv - j0);
+            gs_tile_scores(zs, xs, ws, X, q, bias, d, k, j0, mt, g * m + j0);
             if (lv) {
                 for (int j = 0; j < mt; j++) {
                     int l = g * m + j0 + j;
@@ -601,9 +581,12 @@ __device__ __forceinline__ void gs_topk_chunk(real (*zs)[GS_MT + 1], real (*xs)[
     }
 }
 
-// Block argmax in the top-k order over the entries (rv, ri, rp)[t], t < GS_NT, that each thread
-// has just written: afterwards entry 0 is the best. Every thread of the block must call it.
-__device__ __forceinline__ void gs_block_best(real* rv, int* ri, int* rp) {
+// Block argmax in the top-k order: every thread proposes (v, i, p); afterwards entry 0 of
+// (rv, ri, rp) (GS_NT each) is the best proposal. Every thread of the block must call it.
+__device__ __forceinline__ void gs_block_best(real* rv, int* ri, int* rp, real v, int i, int p) {
+    rv[threadIdx.x] = v;
+    ri[threadIdx.x] = i;
+    rp[threadIdx.x] = p;
     __syncthreads();
     for (int s = GS_NT / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s && gs_better(rv[threadIdx.x + s], ri[threadIdx.x + s],
@@ -644,7 +627,7 @@ gs_topk_partial_v1(const real* __restrict__ X, const int* __restrict__ idx,
         li[e / GS_KMAX][e % GS_KMAX] = -1;
     }
     const bool own = threadIdx.x < nb;                     // one thread per row merges the tiles
-    gs_topk_chunk(zs, xs, ws, X, idx, W, bias, nullptr, d, G, m, k, L, gpc, K, b0, nb,
+    gs_topk_chunk(zs, xs, ws, X, idx, W, bias, nullptr, B, d, G, m, k, L, gpc, K,
                   own ? lv[threadIdx.x] : nullptr, own ? li[threadIdx.x] : nullptr);
     for (int e = threadIdx.x; e < GS_TB * K; e += blockDim.x) {
         int b = e / K, r = e % K;
@@ -677,8 +660,7 @@ gs_topk_merge_v1(real* __restrict__ cand_v, int* __restrict__ cand_i, real* __re
         for (int p = threadIdx.x; p < n; p += blockDim.x) {
             if (gs_better(cv[p], ci[p], bv, bi)) { bv = cv[p]; bi = ci[p]; bp = p; }
         }
-        rv[threadIdx.x] = bv; ri[threadIdx.x] = bi; rp[threadIdx.x] = bp;
-        gs_block_best(rv, ri, rp);
+        gs_block_best(rv, ri, rp, bv, bi, bp);
         if (threadIdx.x == 0) {
             out_v[(long long)b * K + r] = rv[0];
             out_i[(long long)b * K + r] = ri[0];
@@ -719,7 +701,7 @@ gs_topk_partial_v2(const real* __restrict__ X, const int* __restrict__ idx,
         li = cand_i + o;
         for (int r = 0; r < K; r++) { lv[r] = gs_neg_inf(); li[r] = -1; }
     }
-    gs_topk_chunk(zs, xs, ws, X, idx, W, bias, mask, d, G, m, k, L, gpc, K, b0, nb, lv, li);
+    gs_topk_chunk(zs, xs, ws, X, idx, W, bias, mask, B, d, G, m, k, L, gpc, K, lv, li);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -752,8 +734,7 @@ gs_topk_merge_v2(const real* __restrict__ cand_v, const int* __restrict__ cand_i
                 if (gs_better(cv[e], ci[e], bv, bi)) { bv = cv[e]; bi = ci[e]; bc = c; }
             }
         }
-        rv[threadIdx.x] = bv; ri[threadIdx.x] = bi; rp[threadIdx.x] = bc;
-        gs_block_best(rv, ri, rp);
+        gs_block_best(rv, ri, rp, bv, bi, bc);
         if (threadIdx.x == 0) {
             out_v[(long long)b * K + r] = rv[0];
             out_i[(long long)b * K + r] = ri[0];

@@ -3,7 +3,8 @@ directory, and the one resolver of dataset references.
 
 A dataset directory holds ``train.txt``, ``test.txt`` (engine.data.xc's format) and optionally
 ``labels.txt`` and ``features.txt``. A dataset reference, as a TrainConfig's ``data`` names it,
-is "sample" (the bundled ``sample_data/``) or a directory::
+is "sample" (the bundled ``sample_data/``), the name of a fetched dataset ("bibtex": its folder in
+the fetch cache, see engine.data.fetch) or a directory::
 
     ds = load_dataset("sample")
     save_dataset(ds, "copy")
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from engine.errors import DatasetFormatError
+from ..errors import DatasetFormatError, XMCError
 
+from .registry import SOURCES, fetched_dir
 from .xc import read_names, read_xc, write_names, write_xc
 
 SAMPLE = "sample"                                                       # the reference of the bundled dataset
@@ -45,21 +47,10 @@ class Dataset:
             if names is not None and len(names) != count:
                 raise ValueError(f"{len(names)} {kind} names for {count} {kind}s")
 
-    @property
-    def n_features(self):
-        return self.X_train.shape[1]
-
-    @property
-    def n_labels(self):
-        return self.Y_train.shape[1]
-
-    @property
-    def n_train(self):
-        return self.X_train.shape[0]
-
-    @property
-    def n_test(self):
-        return self.X_test.shape[0]
+    n_features = property(lambda self: self.X_train.shape[1], doc="D: input features")
+    n_labels = property(lambda self: self.Y_train.shape[1], doc="L: labels")
+    n_train = property(lambda self: self.X_train.shape[0], doc="training points")
+    n_test = property(lambda self: self.X_test.shape[0], doc="test points")
 
     def summary(self):
         """Counts and densities, for a first look (averages over the training points)."""
@@ -77,9 +68,14 @@ class Dataset:
 
 
 def resolve_dataset(ref):
-    """The directory a dataset reference names: "sample" is the bundled sample_data/, any other
-    reference (a str or a Path) is a folder, taken as given."""
-    return SAMPLE_DIR if ref == SAMPLE else Path(ref)
+    """The directory a dataset reference names: "sample" is the bundled sample_data/; the name of a
+    fetchable dataset (engine.data.registry) where no such folder is here is its cache folder; any
+    other reference (a str or a Path) is a folder, taken as given."""
+    if ref == SAMPLE:
+        return SAMPLE_DIR
+    if isinstance(ref, str) and ref in SOURCES and not os.path.lexists(ref):
+        return fetched_dir(ref)
+    return Path(ref)
 
 
 def load_dataset(ref):
@@ -103,7 +99,8 @@ def load_dataset(ref):
     """
     root = resolve_dataset(ref)
     if not root.is_dir():
-        raise DatasetFormatError(str(root), None, "no such dataset directory")
+        fetch = f" (fetch it: python -m engine fetch {ref})" if isinstance(ref, str) and ref in SOURCES else ""
+        raise DatasetFormatError(str(root), None, "no such dataset directory" + fetch)
     for required in ("train.txt", "test.txt"):
         if not os.path.lexists(root / required):
             raise DatasetFormatError(str(root / required), None, "missing file (a dataset needs train.txt, test.txt)")
@@ -121,15 +118,19 @@ def load_dataset(ref):
 
 
 def save_dataset(dataset, path):
-    """Write a dataset in the layout load_dataset reads (creating the directory)."""
+    """Write a dataset in the layout load_dataset reads (creating the directory); XMCError naming
+    the path when it cannot be written (a file in the way, no permission, disk full)."""
     root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
-    write_xc(root / "train.txt", dataset.X_train, dataset.Y_train)
-    write_xc(root / "test.txt", dataset.X_test, dataset.Y_test)
-    if dataset.label_names is not None:
-        write_names(root / "labels.txt", dataset.label_names)
-    if dataset.feature_names is not None:
-        write_names(root / "features.txt", dataset.feature_names)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        write_xc(root / "train.txt", dataset.X_train, dataset.Y_train)
+        write_xc(root / "test.txt", dataset.X_test, dataset.Y_test)
+        if dataset.label_names is not None:
+            write_names(root / "labels.txt", dataset.label_names)
+        if dataset.feature_names is not None:
+            write_names(root / "features.txt", dataset.feature_names)
+    except OSError as e:
+        raise XMCError(f"{e.filename or root}: cannot write the dataset there ({e.strerror or e})") from None
 
 
 def normalize_rows(X):

@@ -30,23 +30,41 @@ _VAL = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"  # unambiguo
 _LINE_RE = re.compile(rf"(?:{_ID}(?:,{_ID})*)?(?: +{_ID}:{_VAL})* *")
 _ID_RE = re.compile(r"[0-9]+")
 _VAL_RE = re.compile(_VAL)
+_WIDE_BOMS = [(b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16")]       # longest first: the UTF-32 LE mark starts like UTF-16's
+_SHOWN = 40                             # characters of a token quoted in a message
+
+
+def _cut(token):
+    """A token as a message shows it: cut to _SHOWN characters (a line may be megabytes)."""
+    return token if len(token) <= _SHOWN else f"{token[:_SHOWN]}... ({len(token):,} characters)"
+
+
+def _q(token):
+    """A token as a message quotes it: its repr, cut to _SHOWN characters."""
+    return repr(token) if len(token) <= _SHOWN else f"{token[:_SHOWN]!r}... ({len(token):,} characters)"
 
 
 def _read_lines(path, limit=DATASET_FILE_LIMIT):
     """Read a text file of at most `limit` bytes as a list of lines (no line ends); reject anything
-    but a regular file, binary and non-UTF-8 data."""
+    but a regular file, binary and non-UTF-8 data, and a file with nothing in it but whitespace or a
+    byte-order mark."""
     name = str(path)
     data = read_regular(path, limit, lambda problem: DatasetFormatError(name, None, problem))
     if not data:
         raise DatasetFormatError(name, None, "empty file")
+    wide = next((f"; it starts with a {encoding} byte-order mark ({bom.hex(' ')}): save it as UTF-8"
+                 for bom, encoding in _WIDE_BOMS if data.startswith(bom)), "")
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise DatasetFormatError(name, data.count(b"\n", 0, nul) + 1, "binary data (NUL byte), not a text file")
+        raise DatasetFormatError(name, data.count(b"\n", 0, nul) + 1, "binary data (NUL byte), not a text file" + wide)
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")         # tolerate a byte-order mark
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise DatasetFormatError(name, line, f"not UTF-8 text (byte 0x{data[e.start]:02x})") from None
+        raise DatasetFormatError(name, line, f"not UTF-8 text (byte 0x{data[e.start]:02x}){wide}") from None
+    if not text.strip():
+        raise DatasetFormatError(name, None, "no content: only " + ("whitespace" if text else "a byte-order mark"))
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()                     # the final line end
@@ -59,13 +77,14 @@ def _parse_header(name, line):
     """'N D L' -> (N, D, L), each a positive int."""
     tokens = line.split()
     if len(tokens) != 3:
-        raise DatasetFormatError(name, 1, f"header must be 'num_points num_features num_labels', got {line!r}")
+        raise DatasetFormatError(name, 1, f"header must be 'num_points num_features num_labels', got {_q(line)}")
     for what, tok in zip(("num_points", "num_features", "num_labels"), tokens):
         if not _ID_RE.fullmatch(tok):
-            raise DatasetFormatError(name, 1, f"{what} must be a positive integer, got {tok!r}")
-        if not 1 <= int(tok) <= MAX_DIM:
-            raise DatasetFormatError(name, 1, f"{what} must be in [1, {MAX_DIM}], got {tok}")
-    return tuple(int(t) for t in tokens)
+            raise DatasetFormatError(name, 1, f"{what} must be a positive integer, got {_q(tok)}")
+        digits = tok.lstrip("0")
+        if len(digits) > len(str(MAX_DIM)) or not 1 <= int(digits or "0") <= MAX_DIM:
+            raise DatasetFormatError(name, 1, f"{what} must be in [1, {MAX_DIM}], got {_cut(tok)}")
+    return tuple(int(t.lstrip("0")) for t in tokens)
 
 
 def _split_point(line):
@@ -86,8 +105,8 @@ def _line_problem(line, num_features, num_labels):
     for tok in labels.split(",") if labels else ():
         if not _ID_RE.fullmatch(tok):
             hint = " (a point without labels starts with a space)" if ":" in tok else ""
-            return f"bad label id {tok!r}, expected a non-negative integer{hint}"
-        problem = _id_problem("label", int(tok), num_labels, seen)
+            return f"bad label id {_q(tok)}, expected a non-negative integer{hint}"
+        problem = _id_problem("label", tok, num_labels, seen)
         if problem:
             return problem
     seen = set()
@@ -96,26 +115,30 @@ def _line_problem(line, num_features, num_labels):
             continue
         fid, colon, val = tok.partition(":")
         if not colon:
-            return f"bad feature {tok!r}, expected id:value"
+            return f"bad feature {_q(tok)}, expected id:value"
         if not _ID_RE.fullmatch(fid):
-            return f"bad feature id {fid!r} in {tok!r}, expected a non-negative integer"
+            return f"bad feature id {_q(fid)} in {_q(tok)}, expected a non-negative integer"
         if not _VAL_RE.fullmatch(val):
             if val.lower().lstrip("+-") in ("nan", "inf", "infinity"):
-                return f"value {val!r} in {tok!r} is not finite"
-            return f"bad value {val!r} in {tok!r}"
+                return f"value {_q(val)} in {_q(tok)} is not finite"
+            return f"bad value {_q(val)} in {_q(tok)}"
         if abs(float(val)) > _FLOAT32_MAX:
-            return f"value {val} in {tok!r} is out of float32 range"
-        problem = _id_problem("feature", int(fid), num_features, seen)
+            return f"value {_cut(val)} in {_q(tok)} is out of float32 range"
+        problem = _id_problem("feature", fid, num_features, seen)
         if problem:
             return problem
     return None
 
 
-def _id_problem(what, i, limit, seen):
-    """What is wrong with id i of a `what` (label, feature) given the ids seen so far, or None (then i
-    is added to seen)."""
-    if i >= limit:
-        return f"{what} id {i} >= num_{what}s {limit}"
+def _id_problem(what, tok, limit, seen):
+    """What is wrong with the id `tok` (digits) of a `what` (label, feature) given the ids seen so
+    far, or None (then it is added to seen)."""
+    digits = tok.lstrip("0") or "0"                     # int() of thousands of digits would raise
+    if len(digits) > 18 or int(digits) >= limit:
+        return f"{what} id {_cut(digits)} >= num_{what}s {limit}"
+    if len(tok) > 18:                                   # as the fast path: an id fits int64
+        return f"{what} id {_cut(tok)} has more than 18 digits"
+    i = int(digits)
     if i in seen:
         return f"duplicate {what} id {i}"
     seen.add(i)

@@ -19,9 +19,15 @@ vlog1p_unit (the fused BCE loss; float32 by polynomials, float64 by libm per lan
 (a compare as a bit mask: the fused top-k), vstore_sums4x4 (16 horizontal sums by one
 shuffle-add tree: the end of a dot-product tile).
 
+Each intrinsic is a typing rule and a codegen joined by `_simd` (the rule's parameters are the
+intrinsic's arguments; types it does not accept fail typing with numba's error naming them);
+the lane-wise ops on vectors of one type are one line each through `_lanewise`.
+
 numba's on-disk cache (cache=True in cpu.py) does not notice edits to this file: after changing
 it, delete engine/heads/__pycache__/*.nbi and *.nbc.
 """
+
+import inspect
 
 from llvmlite import ir
 from llvmlite.binding import get_host_cpu_features, get_process_triple
@@ -59,17 +65,93 @@ class _SimdModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(elt, fe_type.lanes))
 
 
+# ---------------------------------------------------------------------------------------------
+# typing rules: the result type of an intrinsic from its argument types, or None
+
 def _vec_type(dtype):
+    """The vector type of a float32 or float64 scalar type, else None."""
     if dtype not in (types.float32, types.float64):
         return None
     return SimdType(dtype, _BITS // dtype.bitwidth)
 
 
+def _is_row(arr):
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"
+
+
 def _row_type(arr):
-    """The vector type for a 1-D C-contiguous float array, else None (typing then fails)."""
-    if isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C":
-        return _vec_type(arr.dtype)
-    return None
+    """The vector type for a 1-D C-contiguous float array, else None."""
+    return _vec_type(arr.dtype) if _is_row(arr) else None
+
+
+def _of_dtype(arr):
+    """The vector type of arr's dtype (any array), else None."""
+    return _vec_type(getattr(arr, "dtype", None))
+
+
+def _same(*vs):
+    """The type of vectors vs, all of one SimdType, else None."""
+    return vs[0] if isinstance(vs[0], SimdType) and all(v == vs[0] for v in vs) else None
+
+
+def _stored(arr, v):
+    """The rule of a store of v into the row arr: none (no value) when v is arr's vector type."""
+    return types.none if v == _row_type(arr) else None
+
+
+def _signature(names):
+    return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                              for n in names])
+
+
+def _simd(rule):
+    """Decorator: the numba intrinsic named and documented as `codegen(context, builder, sig,
+    args)`, which builds its LLVM value, typed by `rule(*argument types)`: the result type, or
+    None where the op does not apply to those types. The intrinsic takes rule's parameters."""
+    params = list(inspect.signature(rule).parameters)
+
+    def make(codegen):
+        def typer(typingctx, *args):
+            res = rule(*args) if len(args) == len(params) else None
+            return None if res is None else (res(*args), codegen)
+        typer.__name__ = typer.__qualname__ = codegen.__name__
+        typer.__doc__ = codegen.__doc__
+        typer.__signature__ = _signature(["typingctx", *params])        # numba's pysig: no *args
+        return intrinsic(typer)
+    return make
+
+
+def _lanewise(emit, name, doc):
+    """The intrinsic `name`: emit(builder, a, b, ...) on vectors a, b, ... of one type, the
+    result's type too."""
+    def rule(*vs):
+        return _same(*vs)
+    rule.__signature__ = _signature(list(inspect.signature(emit).parameters)[1:])
+
+    def codegen(context, builder, sig, args):
+        return emit(builder, *args)
+    codegen.__name__, codegen.__doc__ = name, doc
+    return _simd(rule)(codegen)
+
+
+# ---------------------------------------------------------------------------------------------
+# codegen helpers
+
+def _suffix(vty):
+    """The overload suffix of an LLVM float vector type in intrinsic names: v16f32, v8f64, ..."""
+    return f"v{vty.count}f{32 if isinstance(vty.element, ir.FloatType) else 64}"
+
+
+def _call(builder, name, ret, *args):
+    """A call of the function `name` (an LLVM intrinsic or libm), declared as ret(arg types)."""
+    fnty = ir.FunctionType(ret, [a.type for a in args])
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), list(args))
+
+
+def _broadcast(builder, vty, x):
+    """The scalar x in every lane of the vector type vty."""
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, _I32(0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count))
 
 
 def _ptr(context, builder, arrty, arr, ity, i, vty):
@@ -78,288 +160,163 @@ def _ptr(context, builder, arrty, arr, ity, i, vty):
     return builder.bitcast(builder.gep(a.data, [ii]), vty.as_pointer())
 
 
-def _mask(builder, lanes, n):
-    """<lanes x i1>: lane < n."""
+def _at(context, builder, sig, args, vt):
+    """Pointer to arr[i] (the arguments (arr, i, ...)) as a vector of vt."""
+    vty = context.get_value_type(vt)
+    return _ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1], vty)
+
+
+def _mask(context, builder, sig, args, at, lanes):
+    """<lanes x i1>: lane < n, n = the argument at position `at`."""
+    n = context.cast(builder, args[at], sig.args[at], types.int64)
     i64 = ir.IntType(64)
     lane = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-    nv = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), n, _I32(0))
-    nv = builder.shuffle_vector(nv, nv, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
-    return builder.icmp_unsigned("<", lane, nv)
+    return builder.icmp_unsigned("<", lane, _broadcast(builder, ir.VectorType(i64, lanes), n))
 
 
-def _suffix(vt):
-    return f"v{vt.lanes}f{vt.dtype.bitwidth}"
+def _masked(context, builder, sig, args, vt, at):
+    """(pointer to arr[i] as a vector of vt, its alignment, the mask of the first n lanes; n =
+    the argument at `at`): the operands of llvm.masked.load / llvm.masked.store."""
+    p = _at(context, builder, sig, args, vt)
+    return p, _I32(vt.dtype.bitwidth // 8), _mask(context, builder, sig, args, at, vt.lanes)
 
 
-@intrinsic
-def vwidth(typingctx, arr):
+def _store(context, builder, sig, args, nontemporal):
+    vt = sig.args[2]
+    nbytes = vt.lanes * vt.dtype.bitwidth // 8
+    st = builder.store(args[2], _at(context, builder, sig, args, vt),
+                       align=nbytes if nontemporal else vt.dtype.bitwidth // 8)
+    if nontemporal:
+        st.set_metadata("nontemporal", builder.module.add_metadata([_I32(1)]))
+    return context.get_dummy_value()
+
+
+# ---------------------------------------------------------------------------------------------
+# vectors: width, constants, loads and stores
+
+@_simd(lambda arr: types.intp if _of_dtype(arr) else None)
+def vwidth(context, builder, sig, args):
     """V, the number of lanes of a vector of arr's dtype (a compile-time constant)."""
-    vt = _vec_type(arr.dtype)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return context.get_constant(types.intp, vt.lanes)
-    return types.intp(arr), codegen
+    return context.get_constant(types.intp, _of_dtype(sig.args[0]).lanes)
 
 
-@intrinsic
-def vzero(typingctx, arr):
+@_simd(lambda arr: _of_dtype(arr))
+def vzero(context, builder, sig, args):
     """A vector of zeros of arr's dtype."""
-    vt = _vec_type(arr.dtype)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(vt), None)
-    return vt(arr), codegen
+    return ir.Constant(context.get_value_type(sig.return_type), None)
 
 
-@intrinsic
-def vsplat(typingctx, x):
+@_simd(lambda x: _vec_type(x))
+def vsplat(context, builder, sig, args):
     """x in every lane."""
-    vt = _vec_type(x)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        v = builder.insert_element(ir.Constant(vty, ir.Undefined), args[0], _I32(0))
-        return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vt.lanes), [0] * vt.lanes))
-    return vt(x), codegen
+    return _broadcast(builder, context.get_value_type(sig.return_type), args[0])
 
 
-@intrinsic
-def vload(typingctx, arr, i):
+@_simd(lambda arr, i: _row_type(arr))
+def vload(context, builder, sig, args):
     """arr[i : i+V]."""
-    vt = _row_type(arr)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        p = _ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1], vty)
-        return builder.load(p, align=vt.dtype.bitwidth // 8)
-    return vt(arr, i), codegen
+    vt = sig.return_type
+    return builder.load(_at(context, builder, sig, args, vt), align=vt.dtype.bitwidth // 8)
 
 
-@intrinsic
-def vload_m(typingctx, arr, i, n):
+@_simd(lambda arr, i, n: _row_type(arr))
+def vload_m(context, builder, sig, args):
     """arr[i : i+n] in the first n lanes (n <= V), zeros after; reads nothing past i+n."""
-    vt = _row_type(arr)
-    if vt is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        p = _ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1], vty)
-        m = _mask(builder, vt.lanes, context.cast(builder, args[2], sig.args[2], types.int64))
-        fnty = ir.FunctionType(vty, [vty.as_pointer(), _I32, m.type, vty])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.{_suffix(vt)}.p0")
-        return builder.call(fn, [p, _I32(vt.dtype.bitwidth // 8), m, ir.Constant(vty, None)])
-    return vt(arr, i, n), codegen
+    vt = sig.return_type
+    vty = context.get_value_type(vt)
+    p, align, m = _masked(context, builder, sig, args, vt, 2)
+    zero = ir.Constant(vty, None)
+    return _call(builder, f"llvm.masked.load.{_suffix(vty)}.p0", vty, p, align, m, zero)
 
 
-def _store_typer(arr, i, v, nontemporal):
-    vt = _row_type(arr)
-    if vt is None or vt != v:
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        p = _ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1], vty)
-        nbytes = vt.lanes * vt.dtype.bitwidth // 8
-        st = builder.store(args[2], p, align=nbytes if nontemporal else vt.dtype.bitwidth // 8)
-        if nontemporal:
-            st.set_metadata("nontemporal", builder.module.add_metadata([_I32(1)]))
-        return context.get_dummy_value()
-    return types.none(arr, i, v), codegen
-
-
-@intrinsic
-def vstore(typingctx, arr, i, v):
+@_simd(lambda arr, i, v: _stored(arr, v))
+def vstore(context, builder, sig, args):
     """arr[i : i+V] = v."""
-    return _store_typer(arr, i, v, False)
+    return _store(context, builder, sig, args, False)
 
 
-@intrinsic
-def vstore_nt(typingctx, arr, i, v):
+@_simd(lambda arr, i, v: _stored(arr, v))
+def vstore_nt(context, builder, sig, args):
     """arr[i : i+V] = v, bypassing the caches; arr's data + i must be aligned to the vector size."""
-    return _store_typer(arr, i, v, True)
+    return _store(context, builder, sig, args, True)
 
 
-@intrinsic
-def vstore_m(typingctx, arr, i, v, n):
+@_simd(lambda arr, i, v, n: _stored(arr, v))
+def vstore_m(context, builder, sig, args):
     """arr[i : i+n] = the first n lanes of v (n <= V); writes nothing past i+n."""
-    vt = _row_type(arr)
-    if vt is None or vt != v:
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(vt)
-        p = _ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1], vty)
-        m = _mask(builder, vt.lanes, context.cast(builder, args[3], sig.args[3], types.int64))
-        fnty = ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), _I32, m.type])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.{_suffix(vt)}.p0")
-        builder.call(fn, [args[2], p, _I32(vt.dtype.bitwidth // 8), m])
-        return context.get_dummy_value()
-    return types.none(arr, i, v, n), codegen
+    p, align, m = _masked(context, builder, sig, args, sig.args[2], 3)
+    _call(builder, f"llvm.masked.store.{_suffix(args[2].type)}.p0", ir.VoidType(), args[2], p, align, m)
+    return context.get_dummy_value()
 
 
-@intrinsic
-def vfma(typingctx, a, b, c):
-    """a · b + c, fused, lane by lane."""
-    if not (isinstance(c, SimdType) and a == b == c):
-        return None
-
-    def codegen(context, builder, sig, args):
-        vty = args[2].type
-        fnty = ir.FunctionType(vty, [vty, vty, vty])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.{_suffix(c)}")
-        return builder.call(fn, list(args))
-    return c(a, b, c), codegen
-
-
-@intrinsic
-def vadd(typingctx, a, b):
-    """a + b, lane by lane."""
-    if not (isinstance(a, SimdType) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return a(a, b), codegen
-
-
-@intrinsic
-def vsum(typingctx, v):
+@_simd(lambda v: v.dtype if isinstance(v, SimdType) else None)
+def vsum(context, builder, sig, args):
     """The sum of the lanes (a halving tree: V/2 + V/4 + ... adds)."""
-    if not isinstance(v, SimdType):
-        return None
-
-    def codegen(context, builder, sig, args):
-        x, n = args[0], v.lanes
-        while n > 1:
-            h = n // 2
-            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, h), list(range(h))))
-            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, h), list(range(h, n))))
-            x, n = builder.fadd(lo, hi), h
-        return builder.extract_element(x, _I32(0))
-    return v.dtype(v), codegen
+    x, n = args[0], sig.args[0].lanes
+    while n > 1:
+        h = n // 2
+        lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, h), list(range(h))))
+        hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(_I32, h), list(range(h, n))))
+        x, n = builder.fadd(lo, hi), h
+    return builder.extract_element(x, _I32(0))
 
 
-@intrinsic
-def prefetch(typingctx, arr, i):
+@_simd(lambda arr, i: types.none if _is_row(arr) else None)
+def prefetch(context, builder, sig, args):
     """Hint: arr[i]'s cache line will be read soon (1-D C-contiguous arr)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        ii = context.cast(builder, args[1], sig.args[1], types.intp)
-        i8p = ir.IntType(8).as_pointer()
-        p = builder.bitcast(builder.gep(a.data, [ii]), i8p)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [p, _I32(0), _I32(3), _I32(1)])
-        return context.get_dummy_value()
-    return types.none(arr, i), codegen
+    a = context.make_array(sig.args[0])(context, builder, args[0])
+    ii = context.cast(builder, args[1], sig.args[1], types.intp)
+    p = builder.bitcast(builder.gep(a.data, [ii]), ir.IntType(8).as_pointer())
+    _call(builder, "llvm.prefetch.p0", ir.VoidType(), p, _I32(0), _I32(3), _I32(1))
+    return context.get_dummy_value()
 
 
-@intrinsic
-def store_fence(typingctx):
+@_simd(lambda: types.none)
+def store_fence(context, builder, sig, args):
     """Order earlier non-temporal stores before later stores (sfence on x86)."""
-    def codegen(context, builder, sig, args):
-        if _X86:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.sse.sfence")
-            builder.call(fn, [])
-        else:
-            builder.fence("seq_cst")
-        return context.get_dummy_value()
-    return types.none(), codegen
+    if _X86:
+        _call(builder, "llvm.x86.sse.sfence", ir.VoidType())
+    else:
+        builder.fence("seq_cst")
+    return context.get_dummy_value()
 
 
 # ---------------------------------------------------------------------------------------------
 # lane-wise arithmetic and the transcendental functions of the fused BCE loss
 
-def _binary(op):
-    def typer(typingctx, a, b):
-        if not (isinstance(a, SimdType) and a == b):
-            return None
-
-        def codegen(context, builder, sig, args):
-            return op(builder, args[0], args[1])
-        return a(a, b), codegen
-    return typer
-
-
-vsub = intrinsic(_binary(lambda bd, a, b: bd.fsub(a, b)))
-vsub.__doc__ = "a - b, lane by lane."
-vmul = intrinsic(_binary(lambda bd, a, b: bd.fmul(a, b)))
-vmul.__doc__ = "a · b, lane by lane."
-vdiv = intrinsic(_binary(lambda bd, a, b: bd.fdiv(a, b)))
-vdiv.__doc__ = "a / b, lane by lane (IEEE division)."
-vmax = intrinsic(_binary(lambda bd, a, b: bd.select(bd.fcmp_ordered("<", a, b), b, a)))
-vmax.__doc__ = "b where a < b, else a (a NaN in a stays)."
-
-
 def _fabs(builder, x):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(x.type, [x.type]),
-                                        f"llvm.fabs.{_suffix_of(x.type)}")
-    return builder.call(fn, [x])
+    return _call(builder, f"llvm.fabs.{_suffix(x.type)}", x.type, x)
 
 
-def _suffix_of(vty):
-    bits = 32 if isinstance(vty.element, ir.FloatType) else 64
-    return f"v{vty.count}f{bits}"
+def _select_nonneg(builder, c, a, b):
+    return builder.select(builder.fcmp_ordered(">=", c, ir.Constant(c.type, None)), a, b)
 
 
-@intrinsic
-def vabs(typingctx, a):
-    """|a|, lane by lane."""
-    if not isinstance(a, SimdType):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _fabs(builder, args[0])
-    return a(a), codegen
-
-
-@intrinsic
-def vselect_nonneg(typingctx, c, a, b):
-    """a where c >= 0, else b, lane by lane (b where c is NaN)."""
-    if not (isinstance(c, SimdType) and c == a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        zero = ir.Constant(args[0].type, None)
-        return builder.select(builder.fcmp_ordered(">=", args[0], zero), args[1], args[2])
-    return a(c, a, b), codegen
+vadd = _lanewise(lambda bd, a, b: bd.fadd(a, b), "vadd", "a + b, lane by lane.")
+vsub = _lanewise(lambda bd, a, b: bd.fsub(a, b), "vsub", "a - b, lane by lane.")
+vmul = _lanewise(lambda bd, a, b: bd.fmul(a, b), "vmul", "a · b, lane by lane.")
+vdiv = _lanewise(lambda bd, a, b: bd.fdiv(a, b), "vdiv", "a / b, lane by lane (IEEE division).")
+vmax = _lanewise(lambda bd, a, b: bd.select(bd.fcmp_ordered("<", a, b), b, a), "vmax",
+                 "b where a < b, else a (a NaN in a stays).")
+vfma = _lanewise(lambda bd, a, b, c: _call(bd, f"llvm.fma.{_suffix(c.type)}", c.type, a, b, c),
+                 "vfma", "a · b + c, fused, lane by lane.")
+vabs = _lanewise(lambda bd, a: _fabs(bd, a), "vabs", "|a|, lane by lane.")
+vselect_nonneg = _lanewise(_select_nonneg, "vselect_nonneg",
+                           "a where c >= 0, else b, lane by lane (b where c is NaN).")
 
 
-@intrinsic
-def vkeep(typingctx, v, n):
+@_simd(lambda v, n: v if isinstance(v, SimdType) else None)
+def vkeep(context, builder, sig, args):
     """v in the first n lanes, zeros after (n <= V)."""
-    if not isinstance(v, SimdType):
-        return None
-
-    def codegen(context, builder, sig, args):
-        m = _mask(builder, v.lanes, context.cast(builder, args[1], sig.args[1], types.int64))
-        return builder.select(m, args[0], ir.Constant(args[0].type, None))
-    return v(v, n), codegen
+    m = _mask(context, builder, sig, args, 1, sig.args[0].lanes)
+    return builder.select(m, args[0], ir.Constant(args[0].type, None))
 
 
-@intrinsic
-def vgt_bits(typingctx, a, b):
+@_simd(lambda a, b: types.uint64 if _same(a, b) else None)
+def vgt_bits(context, builder, sig, args):
     """The lanes where a > b as the bits of an integer (bit i: lane i; false where NaN)."""
-    if not (isinstance(a, SimdType) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        bits = builder.bitcast(builder.fcmp_ordered(">", args[0], args[1]), ir.IntType(a.lanes))
-        return builder.zext(bits, ir.IntType(64))
-    return types.uint64(a, b), codegen
+    bits = builder.bitcast(builder.fcmp_ordered(">", args[0], args[1]), ir.IntType(sig.args[0].lanes))
+    return builder.zext(bits, ir.IntType(64))
 
 
 def _splat(vty, c):
@@ -369,21 +326,18 @@ def _splat(vty, c):
 def _poly(builder, x, coefs):
     """Horner: coefs[0] + x·(coefs[1] + x·(...)), with fused multiply-adds."""
     vty = x.type
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                         f"llvm.fma.{_suffix_of(vty)}")
     acc = _splat(vty, coefs[-1])
     for c in coefs[-2::-1]:
-        acc = builder.call(fma, [acc, x, _splat(vty, c)])
+        acc = _call(builder, f"llvm.fma.{_suffix(vty)}", vty, acc, x, _splat(vty, c))
     return acc
 
 
 def _per_lane(builder, x, name):
     """A libm function `name` (double -> double) applied lane by lane (float64 vectors)."""
-    fn = cgutils.get_or_insert_function(builder.module,
-                                        ir.FunctionType(ir.DoubleType(), [ir.DoubleType()]), name)
     out = ir.Constant(x.type, ir.Undefined)
     for i in range(x.type.count):
-        out = builder.insert_element(out, builder.call(fn, [builder.extract_element(x, _I32(i))]), _I32(i))
+        y = _call(builder, name, ir.DoubleType(), builder.extract_element(x, _I32(i)))
+        out = builder.insert_element(out, y, _I32(i))
     return out
 
 
@@ -400,9 +354,8 @@ def _exp_f32(builder, x):
     small = builder.fcmp_ordered("<", x, _splat(vty, lo))
     xc = builder.select(small, _splat(vty, lo), x)
     xc = builder.select(builder.fcmp_ordered(">", xc, _splat(vty, hi)), _splat(vty, hi), xc)
-    rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]),
-                                          f"llvm.rint.{_suffix_of(vty)}")
-    n = builder.call(rint, [builder.fmul(xc, _splat(vty, 1.44269504088896341))])
+    n = builder.fmul(xc, _splat(vty, 1.44269504088896341))
+    n = _call(builder, f"llvm.rint.{_suffix(vty)}", vty, n)
     r = builder.fsub(xc, builder.fmul(n, _splat(vty, 0.693359375)))
     r = builder.fsub(r, builder.fmul(n, _splat(vty, -2.12194440e-4)))
     p = _poly(builder, r, _EXP_F32)
@@ -411,18 +364,14 @@ def _exp_f32(builder, x):
     return builder.select(small, ir.Constant(vty, None), y)
 
 
-@intrinsic
-def vexp(typingctx, a):
-    """e^a, lane by lane. float32: a polynomial (~1 ulp; 0 below -87.33, e^88.38 above 88.38);
-    float64: libm's exp per lane."""
-    if not isinstance(a, SimdType):
-        return None
+def _exp(builder, a):
+    if isinstance(a.type.element, ir.FloatType):
+        return _exp_f32(builder, a)
+    return _per_lane(builder, a, "exp")
 
-    def codegen(context, builder, sig, args):
-        if a.dtype == types.float32:
-            return _exp_f32(builder, args[0])
-        return _per_lane(builder, args[0], "exp")
-    return a(a), codegen
+
+vexp = _lanewise(_exp, "vexp", """e^a, lane by lane. float32: a polynomial (~1 ulp; 0 below -87.33,
+    e^88.38 above 88.38); float64: libm's exp per lane.""")
 
 
 def _log1p_unit_coefs(degree=9):
@@ -438,20 +387,15 @@ def _log1p_unit_coefs(degree=9):
 _LOG1P_F32 = _log1p_unit_coefs()
 
 
-@intrinsic
-def vlog1p_unit(typingctx, a):
-    """log(1 + a), lane by lane, for a in [0, 1] (float32: u·P(2u-1), no division, ~1 ulp;
-    float64: libm's log1p per lane, any a)."""
-    if not isinstance(a, SimdType):
-        return None
+def _log1p_unit(builder, x):
+    if isinstance(x.type.element, ir.FloatType):
+        t = builder.fsub(builder.fmul(x, _splat(x.type, 2.0)), _splat(x.type, 1.0))
+        return builder.fmul(x, _poly(builder, t, _LOG1P_F32))
+    return _per_lane(builder, x, "log1p")
 
-    def codegen(context, builder, sig, args):
-        x = args[0]
-        if a.dtype == types.float32:
-            t = builder.fsub(builder.fmul(x, _splat(x.type, 2.0)), _splat(x.type, 1.0))
-            return builder.fmul(x, _poly(builder, t, _LOG1P_F32))
-        return _per_lane(builder, x, "log1p")
-    return a(a), codegen
+
+vlog1p_unit = _lanewise(_log1p_unit, "vlog1p_unit", """log(1 + a), lane by lane, for a in [0, 1]
+    (float32: u·P(2u-1), no division, ~1 ulp; float64: libm's log1p per lane, any a).""")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,29 +452,27 @@ def _store_sums(context, builder, sig, args, n_rows):
     return context.get_dummy_value()
 
 
-def _sums_typer(n_rows):
-    def typer(typingctx, *args):
-        rows, s0, cs = args[:n_rows], args[n_rows], args[n_rows + 1:]
-        if len(cs) != 4 * n_rows or not isinstance(cs[0], SimdType) or any(c != cs[0] for c in cs):
+def _sums_rule(n_rows):
+    """The rule of vstore_sums<n_rows>x4(r0, ..., s0, c00, c01, ...): the rows 1-D C-contiguous
+    arrays of the vectors' type, 4·n_rows vectors of one type of at most 16 lanes."""
+    cs = [f"c{b}" for b in range(4)] if n_rows == 1 else [f"c{a}{b}" for a in range(n_rows) for b in range(4)]
+
+    def rule(*args):
+        vt = _same(*args[n_rows + 1:])
+        if vt is None or vt.lanes > 16 or any(_row_type(r) != vt for r in args[:n_rows]):
             return None
-        if any(_row_type(r) != cs[0] for r in rows) or cs[0].lanes > 16:
-            return None
-
-        def codegen(context, builder, sig, a):
-            return _store_sums(context, builder, sig, a, n_rows)
-        return types.none(*args), codegen
-    return typer
+        return types.none
+    rule.__signature__ = _signature([f"r{a}" for a in range(n_rows)] + ["s0"] + cs)
+    return rule
 
 
-@intrinsic
-def vstore_sums4x4(typingctx, r0, r1, r2, r3, s0, c00, c01, c02, c03, c10, c11, c12, c13,
-                   c20, c21, c22, c23, c30, c31, c32, c33):
+@_simd(_sums_rule(4))
+def vstore_sums4x4(context, builder, sig, args):
     """r_a[s0 + b] = Σ lanes of c_ab for a, b < 4 (rows: 1-D C-contiguous; 4 values each)."""
-    return _sums_typer(4)(typingctx, r0, r1, r2, r3, s0, c00, c01, c02, c03, c10, c11, c12, c13,
-                          c20, c21, c22, c23, c30, c31, c32, c33)
+    return _store_sums(context, builder, sig, args, 4)
 
 
-@intrinsic
-def vstore_sums1x4(typingctx, r0, s0, c0, c1, c2, c3):
+@_simd(_sums_rule(1))
+def vstore_sums1x4(context, builder, sig, args):
     """r0[s0 + b] = Σ lanes of c_b for b < 4."""
-    return _sums_typer(1)(typingctx, r0, s0, c0, c1, c2, c3)
+    return _store_sums(context, builder, sig, args, 1)

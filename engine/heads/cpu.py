@@ -50,6 +50,13 @@ _FM = {"reassoc", "contract", "nsz", "arcp"}      # fast, but NaN/inf semantics 
 # ---------------------------------------------------------------------------------------------
 # micro-kernels: register tiles of SIMD accumulators (V lanes = 512 bits; see _simd.py)
 
+@njit(inline="always")
+def _rows4(M, rows, i0, last):
+    """The rows M[rows[i0 + a]] for a < 4 of a tile, rows[last] in place of those past `last`."""
+    return (M[rows[i0]], M[rows[min(i0 + 1, last)]], M[rows[min(i0 + 2, last)]],
+            M[rows[min(i0 + 3, last)]])
+
+
 @njit(fastmath=_FM, cache=True)
 def _gemm_rows(out, orow, A, ni, ns, src, srow, init, accumulate, nt):
     """out[orow[i], :] = init[i] + Σ_{s<ns} A[i, s] · src[srow[s], :]   for i < ni
@@ -65,10 +72,7 @@ def _gemm_rows(out, orow, A, ni, ns, src, srow, init, accumulate, nt):
     b4 = B - B % W4
     i4 = ni - ni % 4
     for i0 in range(0, i4, 4):
-        o0 = out[orow[i0]]
-        o1 = out[orow[i0 + 1]]
-        o2 = out[orow[i0 + 2]]
-        o3 = out[orow[i0 + 3]]
+        o0, o1, o2, o3 = _rows4(out, orow, i0, i0 + 3)
         for b0 in range(0, b4, W4):
             if accumulate:
                 a00 = vload(o0, b0); a01 = vload(o0, b0 + V); a02 = vload(o0, b0 + 2 * V); a03 = vload(o0, b0 + 3 * V)
@@ -153,15 +157,9 @@ def _dot_rows(C, P, prow, n_p, Q, qrow, n_q):
     i4 = n_p - n_p % 4
     sl = n_q - 1
     for i0 in range(0, i4, 4):
-        p0 = P[prow[i0]]
-        p1 = P[prow[i0 + 1]]
-        p2 = P[prow[i0 + 2]]
-        p3 = P[prow[i0 + 3]]
+        p0, p1, p2, p3 = _rows4(P, prow, i0, i0 + 3)
         for s0 in range(0, n_q, 4):
-            q0 = Q[qrow[s0]]
-            q1 = Q[qrow[min(s0 + 1, sl)]]
-            q2 = Q[qrow[min(s0 + 2, sl)]]
-            q3 = Q[qrow[min(s0 + 3, sl)]]
+            q0, q1, q2, q3 = _rows4(Q, qrow, s0, sl)
             z = vzero(P)
             c00 = z; c01 = z; c02 = z; c03 = z; c10 = z; c11 = z; c12 = z; c13 = z
             c20 = z; c21 = z; c22 = z; c23 = z; c30 = z; c31 = z; c32 = z; c33 = z
@@ -190,10 +188,7 @@ def _dot_rows(C, P, prow, n_p, Q, qrow, n_q):
     for i in range(i4, n_p):                              # leftover rows: 1 × 4 tiles
         p = P[prow[i]]
         for s0 in range(0, n_q, 4):
-            q0 = Q[qrow[s0]]
-            q1 = Q[qrow[min(s0 + 1, sl)]]
-            q2 = Q[qrow[min(s0 + 2, sl)]]
-            q3 = Q[qrow[min(s0 + 3, sl)]]
+            q0, q1, q2, q3 = _rows4(Q, qrow, s0, sl)
             z = vzero(P)
             c0 = z; c1 = z; c2 = z; c3 = z
             for b0 in range(0, B, V):
@@ -266,6 +261,38 @@ def _gather_rows(tile, XT, rows, k):
             o[b] = r[b]
 
 
+@njit(cache=True)
+def _logit_buffers(XT, W):
+    """One thread's buffers for _group_logits: (tile (k, B) for a group's gathered inputs, empty
+    when m = 1 (rows read in place), ar = 0, 1, ... (max(k, m),), init (m,) for its biases)."""
+    m, k = W.shape[1], W.shape[2]
+    tile = np.empty((k if m > 1 else 0, XT.shape[1]), XT.dtype)
+    return tile, np.arange(max(k, m)), np.empty(m, XT.dtype)
+
+
+@njit(fastmath=_FM, cache=True)
+def _group_logits(Z, zrow, tile, ar, init, XT, idx, W, bias, g, L, zero, nt):
+    """Z[zrow[j]] = Σ_t W[g, j, t] · XT[idx[g, t]] + bias[g·m + j] for the mv = min(m, L - g·m)
+    slots j of group g that exist (bias empty: none); returns mv (<= 0: nothing written).
+    zrow: distinct rows of Z; tile, ar, init: _logit_buffers'; nt: non-temporal stores (Z's rows
+    64-byte aligned). With m > 1 the group's k input rows are gathered into `tile` once, for
+    its m labels (m = 1 reads the rows of XT in place)."""
+    k = idx.shape[1]
+    m = W.shape[1]
+    mv = min(m, L - g * m)
+    if mv <= 0:
+        return mv
+    has_bias = bias.shape[0] > 0
+    for j in range(mv):
+        init[j] = bias[g * m + j] if has_bias else zero
+    if m > 1:
+        _gather_rows(tile, XT, idx[g], k)
+        _gemm_rows(Z, zrow, W[g], mv, k, tile, ar, init, False, nt)
+    else:
+        _gemm_rows(Z, zrow, W[g], mv, k, XT, idx[g], init, False, nt)
+    return mv
+
+
 # ---------------------------------------------------------------------------------------------
 # kernels
 
@@ -273,28 +300,15 @@ def _gather_rows(tile, XT, rows, k):
 def _forward_kernel(XT, idx, W, bias, ZT, nc, nt, zero):
     """ZT (L, B) = layer(XT (d, B)), L <= G·m; bias (L,) or empty for none; nc group ranges;
     nt: ZT's rows are 64-byte aligned (non-temporal stores)."""
-    G, k = idx.shape
+    G = idx.shape[0]
     m = W.shape[1]
-    B = XT.shape[1]
-    L = ZT.shape[0]
-    has_bias = bias.shape[0] > 0
     for c in prange(nc):
-        tile = np.empty((k, B), XT.dtype)                 # (k, B) inputs of one group
-        ar = np.arange(k)
-        orow = np.empty(m, np.int64)
-        init = np.empty(m, XT.dtype)
+        tile, ar, init = _logit_buffers(XT, W)
+        orow = np.empty(m, np.int64)                      # the rows of ZT of a group's labels
         for g in range(c * G // nc, (c + 1) * G // nc):
-            mv = min(m, L - g * m)                        # labels of g that exist
-            if mv <= 0:
-                continue
-            for j in range(mv):
+            for j in range(m):
                 orow[j] = g * m + j
-                init[j] = bias[g * m + j] if has_bias else zero
-            if m > 1:
-                _gather_rows(tile, XT, idx[g], k)
-                _gemm_rows(ZT, orow, W[g], mv, k, tile, ar, init, False, nt)
-            else:
-                _gemm_rows(ZT, orow, W[g], mv, k, XT, idx[g], init, False, nt)
+            _group_logits(ZT, orow, tile, ar, init, XT, idx, W, bias, g, ZT.shape[0], zero, nt)
         if nt:
             store_fence()                                 # non-temporal stores done before the join
 
@@ -595,20 +609,6 @@ def _bce_rows(Zg, nrows, mask, s0, cptr, crows, scale, one, db, need_b):
     return total
 
 
-@njit(fastmath=_FM, cache=True)
-def _group_logits(Zg, tile, ar, init, XT, idx_g, W_g, bias, first, mv, has_bias, zero):
-    """Zg[j] = Σ_t W_g[j, t] · XT[idx_g[t]] + bias[first + j] for j < mv: one group's logits (m, B).
-    With m > 1 the group's k input rows are gathered into `tile` once, for its m labels."""
-    k = idx_g.shape[0]
-    for j in range(mv):
-        init[j] = bias[first + j] if has_bias else zero
-    if W_g.shape[0] > 1:
-        _gather_rows(tile, XT, idx_g, k)
-        _gemm_rows(Zg, ar, W_g, mv, k, tile, ar, init, False, False)
-    else:
-        _gemm_rows(Zg, ar, W_g, mv, k, XT, idx_g, init, False, False)
-
-
 @njit(parallel=True, fastmath=_FM, cache=True)
 def _fused_bce_kernel(XT, idx, W, bias, n_labels, mask, cptr, crows, scale, need_grad,
                       dXpart, dW, db, losses, zero, one):
@@ -616,26 +616,21 @@ def _fused_bce_kernel(XT, idx, W, bias, n_labels, mask, cptr, crows, scale, need
     per-thread dX^T (zeroed by the caller), dW (G, m, k), db (L,) (if bias is not empty)."""
     G, k = idx.shape
     m = W.shape[1]
-    B = XT.shape[1]
-    L = n_labels
-    has_bias = bias.shape[0] > 0
+    need_b = need_grad and bias.shape[0] > 0
     nc = losses.shape[0]
     for c in prange(nc):
-        tile = np.empty((k if m > 1 else 0, B), XT.dtype)   # (k, B) inputs of one group
-        Zg = np.empty((m, B), XT.dtype)                       # (m, B) logits, then dZ
-        ar = np.arange(max(k, m))
-        init = np.empty(m, XT.dtype)
+        tile, ar, init = _logit_buffers(XT, W)
+        Zg = np.empty((m, XT.shape[1]), XT.dtype)            # (m, B) logits, then dZ
         noinit = np.empty(0, XT.dtype)
         part = dXpart[c]
         total = 0.0
         for g in range(c * G // nc, (c + 1) * G // nc):
-            mv = min(m, L - g * m)                            # slots of g that exist
-            if mv <= 0:
+            mv = _group_logits(Zg, ar, tile, ar, init, XT, idx, W, bias, g, n_labels, zero, False)
+            if mv <= 0:                                       # no slot of g exists
                 if need_grad:
                     dW[g] = zero
                 continue
-            _group_logits(Zg, tile, ar, init, XT, idx[g], W[g], bias, g * m, mv, has_bias, zero)
-            total += _bce_rows(Zg, mv, mask, g * m, cptr, crows, scale, one, db, need_grad and has_bias)
+            total += _bce_rows(Zg, mv, mask, g * m, cptr, crows, scale, one, db, need_b)
             if need_grad:
                 if m > 1:
                     _dot_rows(dW[g], Zg, ar, mv, tile, ar, k)
@@ -715,28 +710,21 @@ def _topk_kernel(XT, idx, W, bias, n_labels, mask, hv, hs, zero, ninf):
     """hv, hs (nc, B, K): for thread c and row b, a min-heap of the K best (score, slot) of
     c's groups; (-inf, -1) where fewer were seen. A logit enters when it beats the heap's
     minimum: one vector compare per 16 logits, a heap update only for the winners."""
-    G, k = idx.shape
+    G = idx.shape[0]
     m = W.shape[1]
     B = XT.shape[1]
-    L = n_labels
-    has_bias = bias.shape[0] > 0
     nc = hv.shape[0]
     for c in prange(nc):
-        tile = np.empty((k if m > 1 else 0, B), XT.dtype)
+        tile, ar, init = _logit_buffers(XT, W)
         Zg = np.empty((m, B), XT.dtype)
         thr = np.empty(B, XT.dtype)                               # heap minimum of each row
-        ar = np.arange(max(k, m))
-        init = np.empty(m, XT.dtype)
         V = vwidth(thr)
         hv[c] = ninf
         hs[c] = -1
         thr[:] = ninf
         for g in range(c * G // nc, (c + 1) * G // nc):
-            mv = min(m, L - g * m)
-            if mv <= 0:
-                continue
-            _group_logits(Zg, tile, ar, init, XT, idx[g], W[g], bias, g * m, mv, has_bias, zero)
-            for j in range(mv):
+            mv = _group_logits(Zg, ar, tile, ar, init, XT, idx, W, bias, g, n_labels, zero, False)
+            for j in range(mv):                                   # none when mv <= 0
                 s = g * m + j
                 if not mask[s]:
                     continue

@@ -241,10 +241,6 @@ class GroupSharedHead(nn.Module):
         index = check_index(idx, self.in_features, self.n_groups, self.fanin)
         self.idx.copy_(torch.from_numpy(index))
 
-    def n_params(self):
-        """Trainable scalars held, padding of the last group included (at most (m-1)·k)."""
-        return sum(p.numel() for p in self.parameters())
-
     def extra_repr(self):
         return (f"in_features={self.in_features}, n_labels={self.n_labels}, fanin={self.fanin}, "
                 f"group_size={self.group_size}, n_groups={self.n_groups}, "
@@ -274,9 +270,6 @@ class DenseHead(nn.Module):
 
     def forward(self, h):                                              # (B, d) -> (B, L)
         return self.linear(h)
-
-    def n_params(self):
-        return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self):
         return f"in_features={self.in_features}, n_labels={self.n_labels}"

@@ -61,6 +61,9 @@ def _label_pairs(Y, n_labels):
     return rows, labels
 
 
+DECODE_CHUNK = 1 << 20          # decoded scores per chunk of decoded_topk (N × labels of a chunk)
+
+
 class MachHead(nn.Module):
     """R repetitions of a B-bucket classifier on the hidden layer; labels hashed to buckets.
 
@@ -159,14 +162,11 @@ class MachHead(nn.Module):
         return decode(torch.sigmoid(logits), self.bucket_of, torch.arange(self.n_labels))
 
     @torch.no_grad()
-    def topk(self, h, k, chunk_elems=1 << 22):
+    def topk(self, h, k, chunk_elems=DECODE_CHUNK):
         """Ids (N, k) int64 of the k best labels by decoded score, best first (decoded_topk)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n_labels:
             raise ConfigError(f"k={k!r}: expected an integer in [1, n_labels={self.n_labels}]")
         return decoded_topk(torch.sigmoid(self.forward(h)), self.bucket_of, int(k), chunk_elems)
-
-    def n_params(self):
-        return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, n_labels={self.n_labels}, "
@@ -176,25 +176,25 @@ class MachHead(nn.Module):
 
 def decode(probs, bucket_of, labels):
     """Mean over reps of probs[:, r, h_r(l)] for the label ids `labels`: (N, len(labels)).
-    probs (N, R, B) bucket probabilities, bucket_of (R, L)."""
+    probs (N, R, B) bucket probabilities, bucket_of (R, L). Holds two (N, len(labels)) buffers."""
     out = probs[:, 0, :][:, bucket_of[0, labels]]
     for r in range(1, bucket_of.shape[0]):
         out += probs[:, r, :][:, bucket_of[r, labels]]
-    return out / bucket_of.shape[0]
+    return out.div_(bucket_of.shape[0])
 
 
-def decoded_topk(probs, bucket_of, k, chunk_elems=1 << 22):
+def decoded_topk(probs, bucket_of, k, chunk_elems=DECODE_CHUNK):
     """Ids (N, k) int64 of the k best labels by decoded score, best first; exact, computed in
-    label chunks of about chunk_elems / N labels so that no (N, L) matrix is held. Prior
-    validation is assumed (1 <= k <= L)."""
+    label chunks of about chunk_elems / N labels so that no (N, L) matrix is held: a chunk's k best
+    are merged with the k best so far, (N, 2k). Prior validation is assumed (1 <= k <= L)."""
     N, L = probs.shape[0], bucket_of.shape[1]
     step = max(k, chunk_elems // max(N, 1))
     best_s = torch.full((N, 0), -1.0, dtype=probs.dtype)
     best_i = torch.zeros((N, 0), dtype=torch.int64)
     for l0 in range(0, L, step):
         labels = torch.arange(l0, min(L, l0 + step))
-        s = torch.cat([best_s, decode(probs, bucket_of, labels)], 1)    # (N, k + chunk)
-        i = torch.cat([best_i, labels.expand(N, -1)], 1)
+        chunk_s, chunk_i = torch.topk(decode(probs, bucket_of, labels), min(k, len(labels)), dim=1)
+        s, i = torch.cat([best_s, chunk_s], 1), torch.cat([best_i, chunk_i + l0], 1)   # (N, <= 2k)
         best_s, pos = torch.topk(s, min(k, s.shape[1]), dim=1)
         best_i = torch.gather(i, 1, pos)
     return best_i
