@@ -25,8 +25,11 @@ pages = [
     st.Page("views/train.py", title="Train", icon=":material/monitoring:"),
     st.Page("views/label_map.py", title="Label map", icon=":material/scatter_plot:"),
     st.Page("views/connectivity.py", title="Connectivity", icon=":material/hub:"),
+    st.Page("views/layer.py", title="The layer drawn", icon=":material/account_tree:"),
+    st.Page("views/label.py", title="One label", icon=":material/label:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("views/inference.py", title="Fast inference", icon=":material/bolt:"),
+    st.Page("views/tail.py", title="Tail", icon=":material/stacked_bar_chart:"),
 ]
 page = st.navigation(pages)
 sidebar.sidebar()

@@ -89,33 +89,44 @@ def overlay(runs, metric="P@1"):
 # ---------------------------------------------------------------------------------------------
 # label map and connectivity
 
-def label_map(xy, names, freq, groups=None, highlight=None, title=None):
-    """Scatter of labels in 2-D. Hover: name, frequency, group. `highlight` (a group id) is drawn on top
-    in a strong colour, the rest greyed; colours otherwise follow the group (mod a palette)."""
+def label_map(xy, names, freq, groups=None, highlight=None, title=None, values=None, value_name=None,
+              category="group"):
+    """Scatter of labels in 2-D, size growing with log frequency. Hover: name, frequency, and the
+    label's `category` id (its group, or its cluster). Colour: the categories (mod a palette); with
+    `values` (one per label: log frequency, recall) a continuous scale named value_name, labels whose
+    value is NaN in grey; `highlight` (a category id) is drawn on top in a strong colour, the rest
+    greyed. customdata[3] of each point is its row of xy, so a click finds its label."""
     xy = np.asarray(xy)
     n = len(xy)
     groups = np.full(n, -1) if groups is None else np.asarray(groups)
-    custom = np.stack([np.asarray(_names(names), dtype=object), np.asarray(freq), groups], axis=1)
-    hover = "%{customdata[0]}<br>frequency %{customdata[1]}<br>group %{customdata[2]}<extra></extra>"
+    shown = np.full(n, np.nan) if values is None else np.asarray(values, float)
+    custom = np.stack([np.asarray(_names(names), dtype=object), np.asarray(freq), groups, np.arange(n),
+                       np.array(["none" if np.isnan(v) else f"{v:.3f}" for v in shown], dtype=object)], axis=1)
+    hover = (f"%{{customdata[0]}}<br>frequency %{{customdata[1]}}<br>{category} %{{customdata[2]}}"
+             + (f"<br>{esc(value_name)} %{{customdata[4]}}" if values is not None else "") + "<extra></extra>")
     size = 4 + 6 * np.log1p(np.asarray(freq, float)) / max(1.0, np.log1p(np.max(freq) if n else 1))
-    fig = go.Figure()
-    if highlight is None:
-        color = groups % len(PALETTE) if (groups >= 0).any() else np.zeros(n, int)
-        fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=custom,
-                                   hovertemplate=hover, name="labels",
-                                   marker=dict(size=size, color=[PALETTE[c] for c in color], opacity=0.75)))
-    else:
-        on = groups == highlight
-        fig.add_trace(go.Scattergl(x=xy[~on, 0], y=xy[~on, 1], mode="markers", customdata=custom[~on],
-                                   hovertemplate=hover, name="other labels",
-                                   marker=dict(size=size[~on], color="#C8C8C8", opacity=0.5)))
+    opacity = 0.75 if n <= 3000 else 0.5                                  # many points: see the density
+
+    def points(on, name, **marker):
         fig.add_trace(go.Scattergl(x=xy[on, 0], y=xy[on, 1], mode="markers", customdata=custom[on],
-                                   hovertemplate=hover, name=f"group {highlight}",
-                                   marker=dict(size=size[on] + 4, color=PALETTE[3],
-                                               line=dict(width=1, color="black"))))
+                                   hovertemplate=hover, name=name, marker=marker))
+
+    fig = go.Figure()
+    if highlight is not None:
+        on = groups == highlight
+        points(~on, "other labels", size=size[~on], color="#C8C8C8", opacity=0.5)
+        points(on, f"{category} {highlight}", size=size[on] + 4, color=PALETTE[3], line=dict(width=1, color="black"))
+    elif values is not None:
+        known = ~np.isnan(shown)
+        points(~known, f"no {esc(value_name)}", size=size[~known], color="#C8C8C8", opacity=0.5)
+        points(known, esc(value_name), size=size[known], color=shown[known], colorscale="Viridis", opacity=opacity,
+               colorbar=dict(title=esc(value_name), thickness=12))
+    else:
+        color = groups % len(PALETTE) if (groups >= 0).any() else np.zeros(n, int)
+        points(np.ones(n, bool), "labels", size=size, color=[PALETTE[c] for c in color], opacity=opacity)
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None, scaleanchor="x")
-    return _layout(fig, title, height=620, showlegend=highlight is not None)
+    return _layout(fig, title, height=620, showlegend=highlight is not None or values is not None)
 
 
 def connectivity_heatmap(rows, M, sampled=False, inputs=None):
@@ -230,3 +241,48 @@ def lss_bars(rows):
                              marker_color=PALETTE[i % len(PALETTE)], texttemplate="%{y:.1f}", textposition="outside"))
     fig.update_yaxes(title="%", rangemode="tozero")
     return _layout(fig, "Hash indexes against exact scoring", barmode="group")
+
+
+# ---------------------------------------------------------------------------------------------
+# the tail
+
+def tail_bins(reports, k):
+    """Runs side by side per label-frequency bin (reports: {run name: engine.tail_by_frequency rows},
+    all of one dataset): left, the share of each run's correct top-k predictions that falls in the
+    bin, with the share of the test's (point, label) pairs as the dashed reference; right, the
+    recall@k of the bin's labels. Ticks: the bin and the training frequencies it spans."""
+    rows = next(iter(reports.values()))
+    x = [r["bin"] for r in rows]
+    ticks = [f"{r['bin']}<br>{r['min_count']:,}-{r['max_count']:,}" for r in rows]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"share of the correct top-{k} predictions (%)",
+                                                        f"recall@{k} of the bin's labels (%)"))
+    for i, (name, rs) in enumerate(reports.items()):
+        color, hover = PALETTE[i % len(PALETTE)], "bin %{x}: %{y:.1f}%"      # the run's name beside it
+        fig.add_trace(go.Bar(x=x, y=[100 * r["hit_share"] for r in rs], name=esc(name), marker_color=color,
+                             legendgroup=str(i), hovertemplate=hover), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[100 * r["recall"] for r in rs], mode="lines+markers", name=esc(name),
+                                 line=dict(color=color), legendgroup=str(i), showlegend=False, hovertemplate=hover),
+                      row=1, col=2)
+    fig.add_trace(go.Scatter(x=x, y=[100 * r["pair_share"] for r in rows], mode="lines+markers",
+                             name="share of the test's labels", line=dict(color="black", dash="dash"),
+                             hovertemplate="bin %{x}: %{y:.1f}% of the test's (point, label) pairs<extra></extra>"),
+                  row=1, col=1)
+    fig.update_xaxes(tickvals=x, ticktext=ticks, title="label bin (1 = most frequent) and its training counts")
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, height=420, barmode="group")
+
+
+def propensity_weights(counts, weights, chosen=None):
+    """The weight 1/p_l PSP@k gives a label against its training count N_l, one line per set of
+    constants (weights: {name: (L,) inverse propensities}); `chosen` drawn thicker."""
+    counts = np.asarray(counts)
+    order = np.argsort(counts, kind="stable")
+    fig = go.Figure()
+    for i, (name, w) in enumerate(weights.items()):
+        fig.add_trace(go.Scatter(x=counts[order] + 1, y=np.asarray(w)[order], mode="lines", name=esc(name),
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=4 if name == chosen else 1.5),
+                                 hovertemplate="N_l = %{customdata}<br>1/p = %{y:.2f}<extra></extra>",
+                                 customdata=counts[order]))
+    fig.update_xaxes(type="log", title="training points with the label, N_l + 1")
+    fig.update_yaxes(title="PSP weight 1/p_l", rangemode="tozero")
+    return _layout(fig, "How much PSP@k rewards finding a label", height=340)

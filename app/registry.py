@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def runs_root():
-    """Where runs are stored: $XMC_RUNS_DIR, else runs/ in the repository."""
-    return Path(os.environ.get("XMC_RUNS_DIR") or REPO / "runs")
+    """Where runs are stored: $XMC_RUNS_DIR, else runs/ in the working directory (as the CLI's --runs)."""
+    return Path(os.environ.get("XMC_RUNS_DIR") or "runs").absolute()
 
 
 @st.cache_resource(show_spinner=False)

@@ -1,4 +1,4 @@
-"""The server options that keep the app safe, declared once in .streamlit/config.toml, and the rule
+"""The server options that keep the app safe, declared once in app/.streamlit/config.toml, and the rule
 a running server is held to. Streamlit reads that file only when it starts in the repository root, so
 the launcher (`python -m app`) passes every option of it as a flag (`flags`), and Home.py checks the
 options the server really runs with (`problems`) and refuses to show the app when they fall short.
@@ -15,7 +15,7 @@ import os
 import tomllib
 from pathlib import Path
 
-CONFIG = Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml"
+CONFIG = Path(__file__).resolve().parent / ".streamlit" / "config.toml"    # in a wheel too; the repository's .streamlit/ links to it
 ALLOW_REMOTE = "XMC_ALLOW_REMOTE"
 EXACT = ("server.enableXsrfProtection", "server.enableCORS", "browser.gatherUsageStats")
 CHECKED = ("server.address", "server.maxUploadSize") + EXACT

@@ -7,10 +7,15 @@
     python -m engine bench
     python -m engine lss --labels 100000
     python -m engine results --data ../shared/datasets/delicious ../shared/datasets/bibtex
+    python -m engine peers --data ../shared/datasets/bibtex   # PECOS, Omikuji, napkinXC: pip install '.[peers]'
     python -m engine fetch bibtex                  # then: train --data bibtex; fetch --list: all of them
+    python -m engine export --run runs/20261125-171500-group_shared --to bundle --tensorboard tb
+    python -m engine eval --run bundle             # an exported run, from any folder, on any machine
+    python -m engine app                           # the Streamlit app (python -m app), on the runs here
     torchrun --nproc_per_node=2 -m engine train --data sample --head group_shared --distributed
     python -m engine bench-distributed --procs 1 2 4 --labels 100000
 
+Installed (pip install .), the same commands are `xmc-lab generate ...`, `xmc-lab train ...`, ....
 Bad input ends with a one-line message on stderr and exit code 2.
 """
 
@@ -147,11 +152,9 @@ def cmd_train(args):
 
 def cmd_eval(args):
     from .errors import RunNotFoundError
-    from .runs import Run
+    from .export import open_run
     from .train import Trainer
-    run = Run(args.run)
-    if not run.path.is_dir():
-        raise RunNotFoundError(f"{run.path}: no such run directory")
+    run = open_run(args.run)
     if not (run.path / "model.safetensors").exists():
         raise RunNotFoundError(f"{run.path}: no checkpoint (model.safetensors) found")
     config = run.config
@@ -196,6 +199,19 @@ def cmd_results(args):
         Path(args.out).write_text(table + "\n")
 
 
+def cmd_peers(args):
+    from .bench.peers import format_peers, run_peers, write_peer_results
+    rows = run_peers(args.data, names=args.only, threads=args.threads, seed=args.seed,
+                     log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = format_peers(rows)
+    print(table)
+    command = " ".join(["python -m engine peers --data", *args.data, *(["--only", *args.only] if args.only else []),
+                        f"--threads {args.threads}"])
+    write_peer_results(rows, args.out, command, args.threads)
+    Path(args.out).with_suffix(".md").write_text(table + "\n")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
+
+
 def cmd_lss(args):
     from .lss import run_lss_experiment
     out = run_lss_experiment(n_labels=args.labels, n_points=args.points, n_features=args.features,
@@ -230,6 +246,23 @@ def cmd_fetch(args):
         print(format_sources())
     else:
         print(fetch(args.name, force=args.force, log=lambda line: print(line, file=sys.stderr)))
+
+
+def cmd_export(args):
+    from .export import export_run, export_tensorboard
+    if args.to is None and args.tensorboard is None:
+        raise UsageError("export writes a bundle (--to DIR), TensorBoard curves (--tensorboard DIR) or both")
+    if args.to is not None:
+        print(f"wrote the bundle {export_run(args.run, args.to)}")
+    if args.tensorboard is not None:
+        print(f"wrote TensorBoard events to {export_tensorboard(args.run, args.tensorboard)}")
+
+
+def launch_app(args):
+    """Replace this process by the app's launcher (python -m app) with `args` for `streamlit run`;
+    its runs are those of ./runs, where `train` writes them, unless $XMC_RUNS_DIR says otherwise."""
+    env = {**os.environ, "XMC_RUNS_DIR": os.environ.get("XMC_RUNS_DIR") or os.path.abspath("runs")}
+    return os.execve(sys.executable, [sys.executable, "-m", "app", *args], env)
 
 
 def _writable_ancestor(path):
@@ -278,9 +311,14 @@ def add_setting(parser, f):
                         help=f"{m['help']}{'; ' + m['zero'] if m['zero'] else ''} (default {f.default})")
 
 
-def build_parser():
-    p = Parser(prog="python -m engine", description=__doc__.split("\n")[0])
+def build_parser(prog="python -m engine"):
+    p = Parser(prog=prog, description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("app", help="start the Streamlit app (python -m app: this machine only, the safe "
+                                   "server options) on the runs in ./runs ($XMC_RUNS_DIR)")
+    a.add_argument("streamlit_args", nargs=argparse.REMAINDER, metavar="...",
+                   help="flags for streamlit run, e.g. --server.port 8502")
 
     g = sub.add_parser("generate", help="write a synthetic dataset in the XC format")
     g.add_argument("--out", required=True, type=output_dir, help="output directory")
@@ -305,6 +343,12 @@ def build_parser():
     e = sub.add_parser("eval", help="evaluate a stored run's checkpoint on the test split")
     e.add_argument("--run", required=True, help="run directory, e.g. runs/<id>")
     e.add_argument("--data", help="dataset directory (default: the run's own)")
+
+    x = sub.add_parser("export", help="a run as a self-contained bundle (config, records, checkpoint, label "
+                                      "names, checksums) and/or its curves as TensorBoard events")
+    x.add_argument("--run", required=True, help="run directory, e.g. runs/<id>")
+    x.add_argument("--to", metavar="DIR", type=output_dir, help="the bundle's folder: new, or empty (never overwritten)")
+    x.add_argument("--tensorboard", metavar="DIR", type=output_dir, help="write the records as TensorBoard scalars to DIR/<run id>")
 
     b = sub.add_parser("bench", help="time and measure the heads against nn.Linear and torch.sparse")
     from .bench.heads import LABEL_COUNTS
@@ -358,15 +402,29 @@ def build_parser():
     r.add_argument("--epochs", type=int, default=30)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", type=output_file, help="also write the markdown table here")
+
+    pe = sub.add_parser("peers", help="train PECOS XR-Linear, Omikuji and napkinXC PLT with their defaults; "
+                                      "print their results table")
+    from .bench.peers import PEER_RESULTS_FILE, PEERS
+    pe.add_argument("--data", nargs="+", required=True, help="dataset directories")
+    pe.add_argument("--only", nargs="+", choices=list(PEERS), metavar="NAME", help=f"some of: {', '.join(PEERS)}")
+    pe.add_argument("--threads", type=int, default=1, help="threads each peer trains and predicts with")
+    pe.add_argument("--seed", type=int, default=0, help="the seed of a peer that takes one")
+    pe.add_argument("--out", default=PEER_RESULTS_FILE, type=output_file,
+                    help="results JSON (the app's Compare page reads it); the markdown table goes beside it")
     return p
 
 
-def main(argv=None):
+def main(argv=None, prog="python -m engine"):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"] and argv[1:] not in (["-h"], ["--help"]):
+        return launch_app(argv[1:])               # execve: returns only where a test stands in for it
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         commands = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench,
                     "results": cmd_results, "lss": cmd_lss,
-                    "bench-distributed": cmd_bench_distributed, "fetch": cmd_fetch}
+                    "bench-distributed": cmd_bench_distributed, "fetch": cmd_fetch, "export": cmd_export,
+                    "peers": cmd_peers}
         commands[args.command](args)
     except XMCError as e:
         print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
@@ -375,6 +433,11 @@ def main(argv=None):
         print(f"error: {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
         return 2
     return 0
+
+
+def command():
+    """The installed `xmc-lab` command (pyproject.toml): main() under that name."""
+    return main(prog="xmc-lab")
 
 
 if __name__ == "__main__":

@@ -248,3 +248,65 @@ class DynamicSparsity:
             init[np.arange(g1 - g0)[:, None], self.initial_idx[g0:g1]] = True
             out[g0:g1] = (~init[np.arange(g1 - g0)[:, None], idx[g0:g1]]).sum(1)
         return out
+
+
+def index_history(idx, step, records, groups):
+    """(U + 1, len(groups), k) int32: the index sets of `groups` before the first of the U recorded
+    updates ([0]) and after each ([u]), replayed from the sets `idx` (G, k) a checkpoint holds at
+    `step` and the records of update() (each lists every change: group, slot, old_input, new_input).
+
+    The updates up to `step` are undone from idx (newest first), then all are applied in order; a
+    change whose input is not where the record says raises ConfigError naming the update, group and
+    slot (records that do not belong to this checkpoint)."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise ConfigError(f"step={step!r}: expected the checkpoint's step, an integer")
+    idx = np.asarray(idx)
+    groups = np.asarray(groups, np.int64).ravel()
+    if idx.ndim != 2 or not len(groups) or groups.min() < 0 or groups.max() >= idx.shape[0]:
+        raise ConfigError(f"groups {groups.tolist()[:8]} must be ids in [0, {idx.shape[0] if idx.ndim == 2 else 0})")
+    row = np.full(idx.shape[0], -1, np.int64)                           # group -> row of the output
+    row[groups] = np.arange(len(groups))
+    changes = [_changes(rec, row, idx.shape[1]) for rec in records]
+    sets = idx[groups].astype(np.int32)                                  # (n, k)
+    for rec, ch in reversed(list(zip(records, changes))):
+        if rec["step"] <= step:
+            _apply(sets, rec, ch, undo=True)
+    out = [sets.copy()]
+    for rec, ch in zip(records, changes):
+        _apply(sets, rec, ch)
+        out.append(sets.copy())
+    return np.stack(out)
+
+
+def _changes(rec, row, k):
+    """(rows, slots, old, new, groups) of one update record's changes to the chosen groups (checked);
+    row: (G,) the row of each chosen group, -1 for the others."""
+    keys = ("group", "slot", "old_input", "new_input")
+    cols = [rec.get(key) if isinstance(rec, dict) else None for key in keys]
+    if not isinstance(rec, dict) or not isinstance(rec.get("step"), int) or \
+            not all(isinstance(c, list) for c in cols) or len({len(c) for c in cols}) != 1:
+        step = rec.get("step") if isinstance(rec, dict) else None
+        raise ConfigError(f"DST record at step {step!r}: expected an integer step and equal lists {keys}")
+    arrays = [np.asarray(c) for c in cols]
+    if any(a.size and a.dtype.kind not in "iu" for a in arrays):
+        raise ConfigError(f"DST record at step {rec['step']}: {keys} must hold integers")
+    g, t, old, new = (a.astype(np.int64) for a in arrays)
+    for name, v, n in (("group", g, len(row)), ("slot", t, k)):
+        bad = v[(v < 0) | (v >= n)]
+        if len(bad):
+            raise ConfigError(f"DST record at step {rec['step']}: {name} {int(bad[0])} is not in [0, {n})")
+    mine = row[g] >= 0
+    return row[g[mine]], t[mine], old[mine], new[mine], g[mine]
+
+
+def _apply(sets, rec, changes, undo=False):
+    """Apply (or undo) one update's changes to sets (n, k) in place, checking each is where it says."""
+    r, t, old, new, g = changes
+    have, put = (new, old) if undo else (old, new)
+    wrong = np.flatnonzero(sets[r, t] != have)
+    if len(wrong):
+        i = wrong[0]
+        raise ConfigError(f"DST update at step {rec['step']}: group {int(g[i])} slot {int(t[i])} holds input "
+                          f"{int(sets[r[i], t[i]])}, the record says {int(have[i])}: the records do not belong "
+                          f"to this model's index sets")
+    sets[r, t] = put

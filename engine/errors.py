@@ -42,3 +42,8 @@ class CheckpointError(XMCError):
 
 class FetchError(XMCError):
     """A dataset cannot be fetched: unknown name, network failure, wrong checksum, hostile archive."""
+
+
+class BundleError(XMCError):
+    """An exported run bundle that cannot be used (a bad manifest, a file missing, changed or a
+    symlink), or a folder an export may not write to; the message names the file."""

@@ -79,7 +79,9 @@ def pifa(X, Y, dense=True):
     (L, D) float32 ndarray (or csr_matrix). Labels without positives (see
     `labels_without_positives`) get a zero row; `balanced_groups` and `group_index` accept them.
 
-    Computed as one sparse product Yᵀ·X (cost ~ nnz(Y) · features per point).
+    Computed as one sparse product Yᵀ·X (cost ~ nnz(Y) · features per point). For sparse X and
+    dense=False nothing of size L·D is made: the float64 sums, their squares and the float32
+    result, at most 28 bytes per entry (column indices sorted, no stored zeros).
     """
     _check_xy(X, Y)
     P = sp.csr_matrix(Y, dtype=np.float64, copy=True)
@@ -90,11 +92,14 @@ def pifa(X, Y, dense=True):
         norm = np.sqrt(np.einsum("ij,ij->i", S, S))
         S = (S * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]).astype(np.float32)
         return S if dense else sp.csr_matrix(S)
-    S = sp.csr_matrix(P.T @ sp.csr_matrix(X, dtype=np.float64))       # (L, D) sums
-    S.sum_duplicates()
+    S = sp.csr_matrix(P.T) @ sp.csr_matrix(X, dtype=np.float64)       # (L, D) float64 sums, csr
+    del P
+    S.sum_duplicates()                                                 # canonical: sorted, no duplicates
     norm = np.sqrt(np.asarray(S.multiply(S).sum(axis=1)).ravel())
     inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
-    S = sp.csr_matrix(sp.diags(inv) @ S, dtype=np.float32)
+    S.data *= np.repeat(inv, np.diff(S.indptr))
+    S = S.astype(np.float32)
+    S.eliminate_zeros()                                                # as a dense row would drop them
     return S.toarray() if dense else S
 
 
@@ -251,7 +256,8 @@ def _centroids_dense(E, labels, first, n, side, C, T):
 
 
 def _centroids_csr(indptr, indices, data, labels, first, n, side, C, T):
-    """As _centroids_dense for a csr E; few nodes: per-thread partial sums over row ranges."""
+    """As _centroids_dense for a csr E; few nodes: partial sums over row ranges, one per thread
+    but at most _CHUNK floats of them all (C holds at most _CHUNK: at least one)."""
     nn = first.size
     if nn >= 4 * T:
         for a in prange(nn):
@@ -264,15 +270,16 @@ def _centroids_csr(indptr, indices, data, labels, first, n, side, C, T):
         node = np.empty(labels.size, np.int64)
         for a in range(nn):
             node[first[a]:first[a] + n[a]] = a
-        P = np.zeros((T,) + C.shape, C.dtype)
+        n_part = max(1, min(T, _CHUNK // max(C.size, 1)))
+        P = np.zeros((n_part,) + C.shape, C.dtype)
         R = labels.size
-        for t in prange(T):
-            for r in range(t * R // T, (t + 1) * R // T):
+        for t in prange(n_part):
+            for r in range(t * R // n_part, (t + 1) * R // n_part):
                 lab = labels[r]
                 c = P[t, 2 * node[r] + side[r]]
                 for p in range(indptr[lab], indptr[lab + 1]):
                     c[indices[p]] += data[p]
-        for t in range(T):
+        for t in range(n_part):
             C += P[t]
 
 
@@ -313,11 +320,22 @@ def _as_embeddings(E):
     E = np.array(E, dtype=np.float32, order="C")
     if not np.isfinite(E).all():
         raise ConfigError("embeddings contain NaN or inf")
-    if np.count_nonzero(E) < E.size // 4:                             # mostly zeros: csr reads less
+    if not _dense_enough(np.count_nonzero(E), E.size):                 # mostly zeros: csr reads less
         return _as_embeddings(sp.csr_matrix(E))
     norm = np.sqrt(np.einsum("ij,ij->i", E, E, dtype=np.float64))
     E *= np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0).astype(np.float32)[:, None]
     return E
+
+
+def _dense_enough(nnz, size):
+    """Whether embeddings with nnz of size entries are clustered dense (read faster than CSR)."""
+    return nnz >= size // 4
+
+
+def _as_read(E):
+    """Sparse embeddings (L, D) in the format `_as_embeddings` reads a dense copy of them in: dense
+    when at least a quarter filled (4·L·D bytes, at most twice the CSR's), else the CSR itself."""
+    return E.toarray() if _dense_enough(E.nnz, E.shape[0] * E.shape[1]) else E
 
 
 def _dense_rows(E, rows):
@@ -569,15 +587,16 @@ def label_layout(config: ModelConfig, X, Y):
 
     Sparse parts place labels group by group: the head's `groups` "random" or "clustered" (balanced
     hierarchical 2-means on PIFA embeddings); dense_sparse puts the `head_size` most frequent
-    labels first, in the dense part. Seeded by config.seed."""
+    labels first, in the dense part. Seeded by config.seed. The embeddings stay sparse (see
+    engine.memory.grouping_memory for the bytes)."""
     L, head, seed = config.n_labels, config.head, config.seed
     clustered = head.name in GROUPED_HEADS and head.groups == "clustered"
     needs_pifa = config.aux_clusters or clustered
-    emb = pifa(X, Y) if needs_pifa else None
+    emb = pifa(X, Y, dense=False) if needs_pifa else None                # (L, D) csr
     cluster_of_label = None
     if config.aux_clusters:
         size = -(-L // config.aux_clusters)
-        cluster_of_label = balanced_groups(emb, size, seed=seed).group_of_label
+        cluster_of_label = balanced_groups(_as_read(emb), size, seed=seed).group_of_label
     if head.name not in GROUPED_HEADS:
         return None, cluster_of_label
     counts = np.asarray(Y.sum(axis=0)).ravel()
@@ -585,7 +604,7 @@ def label_layout(config: ModelConfig, X, Y):
     by_frequency = np.argsort(-counts, kind="stable")
     dense_labels, tail = by_frequency[:n_dense], np.sort(by_frequency[n_dense:])
     if clustered:
-        tail_groups = balanced_groups(emb[tail], head.group_size, seed=seed)
+        tail_groups = balanced_groups(_as_read(emb[tail]), head.group_size, seed=seed)
     else:
         tail_groups = random_groups(len(tail), head.group_size, seed=seed)
     slot_of_label = np.empty(L, dtype=np.int64)

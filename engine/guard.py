@@ -3,6 +3,7 @@ before anything is allocated.
 
     check_memory(config, n_features, n_labels)       # MemoryBudgetError when total > budget
     check_memory(config, D, L, shards=8, ranks_here=4)   # one rank of 8 label shards, 4 ranks per machine
+    check_bytes(lss_bytes(...), "the hash-index comparison")   # an analysis of a trained model
 
 The estimate is engine.memory.estimate_bytes (encoder, head, activations, eval, grouping); one rank
 of a label-sharded run holds 1/shards of the head, and the ranks on one machine share its budget.
@@ -49,12 +50,25 @@ def memory_budget():
     return available_bytes(), "available memory (MemAvailable)"
 
 
-def check_memory(config, n_features, n_labels, budget=None, shards=1, ranks_here=1):
+def check_bytes(n_bytes, what, budget=None, advice="use a smaller dataset or set " + ENV):
+    """Raise MemoryBudgetError if `what` (an analysis: the app's label map, the hash-index
+    comparison, ...) needs more than `budget` bytes (default: memory_budget()); returns n_bytes."""
+    source = "the given budget"
+    if budget is None:
+        budget, source = memory_budget()
+    if budget is not None and n_bytes > budget:
+        raise MemoryBudgetError(f"{what} needs an estimated {n_bytes / MB:,.0f} MB, over the budget of "
+                                f"{budget / MB:,.0f} MB ({source}); {advice}")
+    return n_bytes
+
+
+def check_memory(config, n_features, n_labels, budget=None, shards=1, ranks_here=1, pifa_nnz=None):
     """Raise MemoryBudgetError if the estimate exceeds `budget` bytes (default: memory_budget()):
-    for one rank of `shards` label shards, times the `ranks_here` ranks sharing this machine.
+    for one rank of `shards` label shards, times the `ranks_here` ranks sharing this machine;
+    pifa_nnz: the data's bound on PIFA entries for the label grouping (memory.pifa_entries).
 
     Returns the estimate (a dict, as estimate_bytes: one rank's)."""
-    est = estimate_bytes(config, (n_features, n_labels), shards)
+    est = estimate_bytes(config, (n_features, n_labels), shards, pifa_nnz)
     source = "the given budget"
     if budget is None:
         budget, source = memory_budget()

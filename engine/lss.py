@@ -44,6 +44,8 @@ from numba import njit, prange
 
 from . import metrics
 from .errors import ConfigError
+from .guard import check_bytes
+from .memory import lss_bytes
 
 MAX_BITS = 24
 
@@ -461,6 +463,8 @@ def compare_hash_indexes(model, dataset, n_tables=16, n_bits=8, fit_epochs=3, lr
     Returns [SimHash row, learned row]: each a `report` dict (candidates, recall, P@1 and its
     share of exact P@1, times, speed-up, at k' = min(k, L)) with "index" its name and "fit_s"
     its build time in seconds."""
+    check_bytes(lss_bytes(model.config.n_labels, model.config.head_in, dataset.n_train, dataset.n_test, n_tables),
+                "the hash-index comparison")
     step = progress or (lambda i, n, text: None)
     step(0, 5, "the hidden layer of the train and test points")
     W, b = model.label_vectors()

@@ -5,6 +5,9 @@
     estimate_bytes(train_config, (n_features, n_labels), shards=1)
                                                     -> {"encoder", "head", "activations", "eval",
                                                         "grouping", "total"}
+    lss_bytes(L, d, n_train, n_test, n_tables), label_map_bytes(X, Y, n_drawn), pifa_bytes(X, Y)
+                                                    -> bytes of an analysis of a model (the guard
+                                                       checks them before it runs: engine.guard.check_bytes)
 
 One model for the memory guard (engine.guard), the benchmark (engine.bench) and the app. Sizes:
 d the head's input width (ModelConfig.head_in), L labels, n_dense labels of a dense part, k the
@@ -35,13 +38,21 @@ Whole run (estimate_bytes):
                  twice, logits and probabilities, and its decoded top-k's chunks: 6 buffers of
                  min(1024·L, DECODE_CHUNK) scores), the fused top-k's transposed input (1024 × d),
                  the densified rows (1024 × D, no encoder)
-    grouping     before training: PIFA label embeddings (L, D) float32 for clustered groups or the
-                 auxiliary clusters, with the clustering's copies (4 with clustered groups: the
-                 embeddings, the grouped labels' rows, their normalised and shuffled copies; 3 for
-                 the auxiliary clusters alone); an upper bound, reached when the embeddings are
-                 dense (sparse ones are clustered as CSR). Centroid input sets of a head on a hidden
-                 layer: the (L, d) PIFA in the head's space, float64 sums, their scaled copy and the
-                 float32 result, 20·L·d (with no encoder it is sparse: not counted)
+    grouping     before training, for clustered groups or the auxiliary clusters: PIFA label
+                 embeddings kept sparse, e entries (e ≤ min(L·D, Σ_i |y_i|·|x_i|): pifa_entries;
+                 L·D when the data is not given), the larger of two steps. Building them:
+                 PIFA_BUILD bytes per entry (the float64 copies of X and Y, the float64 sums, their
+                 squares, the float32 CSR). Clustering them (engine.grouping.balanced_groups): the
+                 CSR (8·e + 8·L) and 3 copies in the format the clustering reads (the clustered
+                 rows, their normalised and shuffled copies: the CSR, or dense 4·L·D when at least
+                 a quarter filled, then at most twice the CSR), LABEL_BYTES per label of the
+                 split's order and score arrays, and the split's dense centroid blocks: c0, c1,
+                 their sums and differences, 3 × min(G·D, CHUNK) floats (G groups, CHUNK elements
+                 a block), and for CSR the threads' partial sums of the top levels' few nodes,
+                 min(T × min(8T, G) × D, CHUNK) floats. No L·D term for sparse embeddings.
+                 Centroid input sets of a head on a hidden layer: the (L, d) PIFA in the head's
+                 space, float64 sums, their scaled copy and the float32 result, 20·L·d (with no
+                 encoder it is sparse: not counted)
     total        the larger of the two phases: grouping, then training (the rest); it frees its
                  memory before the model trains
 A rank of a label-sharded run (engine.distributed) holds 1/shards of the head and of the eval
@@ -52,15 +63,19 @@ adds its interpreter and kernels, and what the allocator keeps of freed buffers.
 from dataclasses import dataclass
 
 import numba
+import numpy as np
+import scipy.sparse as sp
 
 from .config import GROUPED_HEADS, ModelConfig
+from .grouping import _CHUNK as CHUNK
 from .heads.mach import DECODE_CHUNK
 
 FLOAT, INDEX = 4, 4
 EVAL_BATCH = 1024
 UNFUSED_BUFFERS = 5                            # (B, n_dense | R·N) buffers at the unfused loss's peak
 DECODE_BUFFERS = 6                             # chunks of MACH's decoded scores alive in its top-k
-PIFA_COPIES = {"clustered": 4, "aux": 3}      # (L, D) float32 embeddings alive at the clustering's peak
+PIFA_BUILD = 40                                # bytes per PIFA entry while grouping.pifa builds it
+LABEL_BYTES = 160                              # per label: the 2-means split's order and score arrays
 CENTROID_BYTES = 8 + 8 + 4                     # per (label, input) of the PIFA in the head's space
 
 
@@ -115,19 +130,46 @@ def head_memory(c: ModelConfig, batch_size=256):
     return step_memory(head_shape(c), batch_size)
 
 
-def grouping_memory(mc: ModelConfig):
-    """Bytes of the label grouping and the centroid input sets of a model config."""
+def pifa_entries(X, Y):
+    """A bound on the stored entries of sparse PIFA embeddings of (X (N, D), Y (N, L)):
+    min(L·D, Σ_i |y_i|·|x_i|), label l's row being the sum of its points' feature rows."""
+    bound = int((np.diff(sp.csr_matrix(Y).indptr) * np.diff(sp.csr_matrix(X).indptr)).sum())
+    return min(Y.shape[1] * X.shape[1], bound)
+
+
+def clustering_memory(n_labels, n_features, n_groups, entries, threads=None):
+    """Bytes of building sparse PIFA embeddings (L, D) of `entries` entries and clustering them
+    into `n_groups` groups (see the module docstring); threads: numba's by default."""
+    L, D, G = n_labels, n_features, n_groups
+    e = min(entries, L * D)
+    T = numba.get_num_threads() if threads is None else threads
+    csr = 8 * e + 8 * L
+    dense = e >= L * D // 4                                          # as grouping._dense_enough
+    blocks = 3 * min(G * D, CHUNK) + (0 if dense else min(T * min(8 * T, G) * D, CHUNK))
+    clustering = csr + 3 * (L * D * FLOAT if dense else csr) + LABEL_BYTES * L + blocks * FLOAT
+    return max(PIFA_BUILD * e, clustering)
+
+
+def grouping_memory(mc: ModelConfig, pifa_nnz=None):
+    """Bytes of the label grouping and the centroid input sets of a model config; pifa_nnz: a bound
+    on the PIFA embeddings' entries (pifa_entries of the data), None for the dense L·D."""
+    L, D = mc.n_labels, mc.n_features
+    e = L * D if pifa_nnz is None else pifa_nnz
     clustered = mc.head.name in GROUPED_HEADS and mc.head.groups == "clustered"
-    copies = PIFA_COPIES["clustered"] if clustered else PIFA_COPIES["aux"] if mc.aux_clusters else 0
-    out = copies * mc.n_labels * mc.n_features * FLOAT
+    out = 0
+    if clustered:
+        out = clustering_memory(L, D, -(-(L - mc.n_dense) // mc.group_labels), e)
+    if mc.aux_clusters:
+        out = max(out, clustering_memory(L, D, mc.aux_clusters, e))
     if mc.sparse and mc.head.index_init == "centroid" and mc.hidden:
         out = max(out, CENTROID_BYTES * mc.n_labels * mc.head_in)
     return out
 
 
-def estimate_bytes(config, dataset_shape, shards=1):
+def estimate_bytes(config, dataset_shape, shards=1, pifa_nnz=None):
     """Analytic bytes a TrainConfig needs to train on data of shape (n_features, n_labels); with
-    shards > 1, what one rank of a label-sharded run needs (see the module docstring).
+    shards > 1, what one rank of a label-sharded run needs (see the module docstring); pifa_nnz:
+    a bound on the data's PIFA entries (pifa_entries), None for the dense bound.
 
     `dataset_shape` may also be (n_points, n_features, n_labels); the point count is not used
     (the data is loaded already when this is called). Raises ConfigError for a bad config."""
@@ -152,6 +194,31 @@ def estimate_bytes(config, dataset_shape, shards=1):
         "activations": 4 * B * (mc.encoder_width + dense_x + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
         "eval": (EVAL_BATCH * (unfused + fused_x + dense_x) + decode) * FLOAT,
     }
-    out["grouping"] = grouping_memory(mc)
+    out["grouping"] = grouping_memory(mc, pifa_nnz)
     out["total"] = max(out["grouping"], sum(v for k, v in out.items() if k != "grouping"))
     return out
+
+
+# ------------------------------------------------------------------------ analyses of a model
+
+def pifa_bytes(X, Y):
+    """Bytes of sparse PIFA embeddings of (X, Y) (grouping.pifa(dense=False)): Yᵀ·X in float64
+    CSR, its duplicates summed and its float32 copy, 3 copies of at most min(L·D, Σ_i |y_i|·|x_i|)
+    entries of 12 bytes (value and column index)."""
+    return 3 * 12 * pifa_entries(X, Y)
+
+
+def label_map_bytes(X, Y, n_drawn):
+    """Bytes of the app's label map: sparse PIFA of every label, the drawn labels' rows reduced to
+    50 dimensions (the SVD's float64 workspace: 4 × 60 per row), their 15-nearest-neighbour graph
+    and UMAP's (64 per row)."""
+    return pifa_bytes(X, Y) + 8 * n_drawn * (4 * 60 + 64)
+
+
+def lss_bytes(n_labels, d, n_train, n_test, n_tables, batch=512):
+    """Bytes of lss.compare_hash_indexes on a model whose head reads d inputs: the label vectors
+    (L, d + 2) twice (the model's and the index's), the hidden rows of the train and test points
+    twice, the exact scoring's (batch, L) scores and their top-k, and the tables' codes and their
+    sorted copies (4 int64 per label per table), float32."""
+    rows = 2 * n_labels * (d + 2) + 2 * (n_train + n_test) * (d + 2) + 2 * batch * n_labels
+    return rows * FLOAT + 32 * n_tables * n_labels

@@ -55,8 +55,10 @@ class Trainer:
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
         require_backend(c.model.backend)                                  # one this machine can run
         from .guard import check_memory
+        from .memory import pifa_entries
         check_memory(c, ds.n_features, ds.n_labels, shards=1 if block is None else block[1],
-                     ranks_here=self.ranks_here())                      # refuses what does not fit
+                     ranks_here=self.ranks_here(),                      # refuses what does not fit
+                     pifa_nnz=pifa_entries(ds.X_train, ds.Y_train))     # (the grouping's PIFA)
         prep = normalize_rows if c.normalize else (lambda X: X)
         self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
         self.inv_propensity = metrics.inv_propensity(ds.Y_train)

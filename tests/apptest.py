@@ -97,3 +97,17 @@ def upload_dataset(at, files):
 def import_config(at, text):
     """On the Train page: upload text (bytes) as config.json."""
     return at.file_uploader(key="config_file").set_value(("config.json", text, "application/json")).run()
+
+
+def finished_dst_run(runs_dir):
+    """The id of a finished group-shared run on the sample with dynamic sparse training (an update
+    every 2 steps), trained by a job of the app's registry in runs_dir."""
+    from engine import TrainConfig, load_dataset
+    from app.jobs import JobRegistry, read_status
+    reg = JobRegistry(runs_dir)
+    cfg = TrainConfig.of(data="sample", head="group_shared", hidden=32, fanin=8, group_size=16, epochs=1,
+                         eval_every=0, dst="random", dst_every=2)
+    job = reg.start(cfg, load_dataset("sample"))
+    job.thread.join(120)
+    assert reg.state(job.run) == "done", read_status(job.run.path)
+    return job.id

@@ -31,6 +31,7 @@ from engine import Run
 from app.jobs import default_threads, limit_threads, read_status
 from app.text import WORD_JOINER
 from test_app_text import HOSTILE, make_hostile
+from shared_data import DATASETS
 from test_reliability import solo_records, strip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,6 +302,80 @@ def test_the_app_in_a_browser(server, browser):
     assert timings["label_map_page_s"] < 10.0, timings
 
 
+def _click_first_label(page):
+    """Click the first point of the label map's first trace."""
+    x, y = page.evaluate("""() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        const fl = gd._fullLayout, t = gd._fullData.find(t => t.x && t.x.length), r = gd.getBoundingClientRect();
+        return [r.left + fl._size.l + fl.xaxis.l2p(t.x[0]), r.top + fl._size.t + fl.yaxis.l2p(t.y[0])];
+    }""")
+    page.mouse.click(x, y)
+
+
+def _figure_drawn(page, where):
+    """A Plotly figure with data is on the page, and no exception."""
+    _no_exception(page, where)
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot .main-svg').first.wait_for(timeout=60_000)
+    _charts_drawn(page)
+
+
+@pytest.mark.parametrize("data", ["sample", "debian-deps"])
+def test_the_layer_and_one_label_in_a_browser(server, browser, data):
+    # the layer drawn, the label map coloured by frequency, a click on a label, that label inspected
+    base, _ = server
+    query = QUERY
+    if data != "sample":
+        if not (DATASETS / data / "train.txt").exists():
+            pytest.skip(f"{DATASETS / data} is not there")
+        query = urlencode({**SETTINGS, "data": "folder", "path": str(DATASETS / data)})
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.set_default_timeout(120_000)
+    _goto(page, base, "layer", "The layer drawn", query)
+    page.get_by_text("The same layers at the current settings").first.wait_for()
+    _figure_drawn(page, f"layer ({data})")
+    if data == "sample":
+        _shot(page, "layer")
+    _goto(page, base, "label_map", "Label map", query + "&method=pca&map_color=frequency")
+    page.get_by_text(re.compile(r"map ready in")).first.wait_for(timeout=120_000)
+    _figure_drawn(page, f"label map by frequency ({data})")
+    if data != "sample":
+        assert "a uniform sample" in page.get_by_text(re.compile(r"map ready in")).first.inner_text()
+    _click_first_label(page)
+    link = page.get_by_role("link", name=re.compile(r"^Inspect "))
+    link.first.wait_for(timeout=30_000)
+    link.first.click()
+    page.get_by_role("heading", name="One label").first.wait_for()
+    page.get_by_text("training points").first.wait_for(timeout=120_000)
+    _wait_running(page, timeout=120_000)
+    _figure_drawn(page, f"one label ({data})")
+    if data == "sample":
+        _shot(page, "label")
+
+
+def test_the_tail_in_a_browser(server, browser):
+    # a dense and a group-shared run on the sample, stored as the app stores them, side by side per decile
+    from engine import RunStore, TrainConfig, Trainer
+    base, runs = server
+    ids = []
+    for head in ("dense", "group_shared"):
+        config = TrainConfig.of(**{**SETTINGS, "head": head, "epochs": 3, "eval_every": 0})
+        run = RunStore(runs).create(config)
+        for _ in Trainer(config).recorded(run):
+            pass
+        ids.append(run.id)
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.set_default_timeout(120_000)
+    _goto(page, base, "tail", "Tail", urlencode([*SETTINGS.items(), *(("tail_runs", i) for i in ids)]))
+    page.get_by_text(re.compile(r"test \(point, label\) pairs")).first.wait_for()
+    page.get_by_text("PSP@k: precision that counts the tail more").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for()    # Plotly loads lazily
+    _charts_drawn(page)
+    _no_exception(page, "tail")
+    assert page.evaluate("""() => document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot').data
+        .filter(t => t.type === 'bar').length""") == 2                            # a set of bars per run
+    _shot(page, "tail")
+
+
 def _alone(config, n):
     """The first n records of config trained alone by the engine's Trainer, in this process, with the
     thread count of the server's jobs (numba's parallel sums, hence the last bits, depend on it)."""
@@ -354,7 +429,7 @@ def test_two_sessions_train_at_once_without_interfering(server, browser):
 # user text as text: a dataset, a folder and a run named in Markdown and HTML, on every page
 
 VIEWS = [("", "XMC lab"), ("data", "Data"), ("train", "Train"), ("label_map", "Label map"),
-         ("connectivity", "Connectivity"), ("compare", "Compare"), ("inference", "Fast inference")]
+         ("connectivity", "Connectivity"), ("compare", "Compare"), ("inference", "Fast inference"), ("tail", "Tail")]
 TRAP = ("127.0.0.1", 9)                                     # where the hostile names point
 
 
@@ -384,7 +459,7 @@ def test_hostile_names_make_no_request_and_no_link(server, browser, tmp_path):
     path, run_id = make_hostile(tmp_path, runs)
     query = urlencode(dict(data="folder", path=str(path), head="group_shared", hidden="none", fanin=8, group_size=8,
                            method="pca", run=run_id, map_model=run_id, highlight=0, conn_model=run_id,
-                           inf_model=run_id))
+                           inf_model=run_id, tail_runs=run_id))
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.set_default_timeout(60_000)
     requests, dialogs = [], []

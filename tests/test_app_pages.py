@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from engine import TrainConfig, load_dataset
+from engine import TrainConfig, load_dataset, save_dataset
 
 from app.jobs import JobRegistry, read_status
 from app.settings import CONTROLLED
-from apptest import (app, app_env, assert_clean, assert_error_box, import_config, own_runs_dir, page,  # noqa: F401
+from apptest import (app, app_env, assert_clean, assert_error_box, finished_dst_run, import_config, own_runs_dir, page,  # noqa: F401
                      runs_dir, shown, tiny, upload_dataset, wait_for)
 
 
@@ -74,6 +74,20 @@ def test_data_page_takes_a_good_upload(tiny):
     assert not at.error and at.session_state["data"] == "folder" and at.metric[3].value == "120"
 
 
+def test_data_page_offers_the_fetched_datasets(tiny, tmp_path, monkeypatch):
+    # a dataset in the fetch cache is one click away; the sidebar then names its folder
+    ds, _ = tiny
+    monkeypatch.setenv("XMC_DATA_HOME", str(tmp_path))
+    save_dataset(ds, tmp_path / "bibtex")
+    at = page(app(), "data")
+    assert_clean(at)
+    assert at.selectbox(key="fetched").options == ["bibtex"]
+    at.button(key="use_fetched").click().run()
+    assert_clean(at)
+    assert at.session_state["data"] == "folder" and at.session_state["path"] == str(tmp_path / "bibtex")
+    assert at.metric[3].value == str(ds.n_labels)
+
+
 def test_train_page_starts_and_stops_a_run(runs_dir):
     at = page(app(head="group_shared", hidden=64, fanin=16, group_size=16), "train")
     assert_clean(at)
@@ -132,13 +146,7 @@ def test_maps_of_a_trained_run(runs_dir):
 
 
 def test_connectivity_shows_dynamic_sparse_training(runs_dir):
-    reg = JobRegistry(runs_dir)
-    cfg = TrainConfig.of(data="sample", head="group_shared", hidden=32, fanin=8, group_size=16, epochs=1,
-                      eval_every=0, dst="random", dst_every=2)
-    job = reg.start(cfg, load_dataset("sample"))
-    job.thread.join(120)
-    assert reg.state(job.run) == "done", read_status(job.run.path)
-    at = page(app(conn_model=job.id), "connectivity")
+    at = page(app(conn_model=finished_dst_run(runs_dir)), "connectivity")
     assert_clean(at)
     assert any(h.value == "Dynamic sparse training" for h in at.subheader)
     at.slider(key="dst_update").set_value(1).run()

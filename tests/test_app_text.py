@@ -32,7 +32,7 @@ HOSTILE = ["![x](http://127.0.0.1:9/x.png)", '<a href="http://127.0.0.1:9/">x</a
 # and what else Markdown or Plotly would read: bare addresses, directives, entities, blocks, code
 MORE = HOSTILE + ["http://127.0.0.1:9/", "WWW.example.com", "mailto:a@b.co", ":red[x] :smile:", "&lt;b&gt; &amp;",
                   "# h\n- item\n> quote", "| a | b |", "`code` \\*", "[x]: http://127.0.0.1:9/", "%{x} <extra>"]
-PAGES = ["home", "data", "train", "label_map", "connectivity", "compare", "inference"]
+PAGES = ["home", "data", "train", "label_map", "connectivity", "compare", "inference", "tail"]
 MARKDOWN = ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader")
 
 

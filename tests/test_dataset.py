@@ -62,7 +62,7 @@ def test_load_dataset_names_count_mismatch(tmp_path):
 
 def test_resolve_dataset():
     # "sample" is the bundled dataset; any other reference is a folder, as given (a Path never means the sample)
-    assert resolve_dataset("sample") == Path(__file__).resolve().parents[1] / "sample_data"
+    assert resolve_dataset("sample").resolve() == Path(__file__).resolve().parents[1] / "sample_data"
     assert resolve_dataset("runs/_datasets/x") == Path("runs/_datasets/x")
     assert resolve_dataset(Path("sample")) == Path("sample")
 

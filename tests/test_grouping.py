@@ -39,6 +39,8 @@ def test_pifa_by_hand():
     Y2.data[:] = 5.0                                                   # values are ignored
     np.testing.assert_allclose(pifa(X, Y2), want, rtol=1e-6)
     np.testing.assert_allclose(pifa(X.toarray(), Y), want, rtol=1e-6)       # dense per-point vectors
+    S = pifa(X, Y, dense=False)
+    assert S.has_canonical_format and (S.data != 0).all() and S.dtype == np.float32
 
 
 def test_pifa_errors():
@@ -149,6 +151,23 @@ def test_clustered_slots_hold_similar_labels_on_real_data(name):
         within[groups] = {k: mean_within_group(S, group_of_label) for k, S in similarity.items()}
     assert within["clustered"]["pifa"] > within["random"]["pifa"] + 0.03, within
     assert within["clustered"]["cooc"] > 2.5 * within["random"]["cooc"], within
+
+
+@pytest.mark.parametrize("n_features", [40, 3000], ids=["dense-pifa", "sparse-pifa"])
+@pytest.mark.parametrize("aux_clusters", [0, 8])
+def test_label_layout_keeps_pifa_sparse_with_the_groups_of_dense_pifa(n_features, aux_clusters):
+    # label_layout builds sparse PIFA (no (L, D) array) and clusters it in the format balanced_groups
+    # reads a dense PIFA in (dense when a quarter filled, else CSR): the same slots, exactly
+    ds = generate(n_points=2000, n_features=n_features, n_labels=300, n_clusters=15, seed=1)
+    aux = dict(aux=1.0, aux_clusters=aux_clusters) if aux_clusters else {}
+    mc = TrainConfig.of(head="dense_sparse", head_size=20, group_size=8, groups="clustered", seed=4,
+                        **aux).model_config(ds.n_features, ds.n_labels)
+    slot_of_label, cluster_of_label = label_layout(mc, ds.X_train, ds.Y_train)
+    E = pifa(ds.X_train, ds.Y_train)
+    tail = np.sort(np.argsort(-np.asarray(ds.Y_train.sum(axis=0)).ravel(), kind="stable")[20:])
+    np.testing.assert_array_equal(slot_of_label[tail] - 20, balanced_groups(E[tail], 8, seed=4).slot_of_label)
+    if aux_clusters:
+        np.testing.assert_array_equal(cluster_of_label, balanced_groups(E, -(-300 // 8), seed=4).group_of_label)
 
 
 def test_label_groups_validation():

@@ -3,12 +3,9 @@ runs: building the trainer (label grouping, centroid sets, the model), training 
 wide synthetic sets, each in a fresh process (tests/peak_memory.py). The estimate counts live
 tensors; the allowance is what the allocator keeps of freed buffers and its per-thread arenas."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from fresh_process import measure_in_fresh_process
 
 SLACK_MB = 48
 WIDE = dict(n_labels=6000, n_features=6000, n_points=3000, seed=0)
@@ -24,15 +21,8 @@ CASES = [   # (id, flat settings, generate()'s)
 ]
 
 
-def measured(config, data):
-    spec = json.dumps({"config": {**config, "epochs": 1}, "data": data})
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("peak_memory.py")), spec],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if "error" in result:
-        pytest.skip(result["error"])
-    return result
+def measured(config, data, **analysis):
+    return measure_in_fresh_process("peak_memory.py", {"config": {**config, "epochs": 1}, "data": data, **analysis})
 
 
 @pytest.mark.slow
@@ -42,3 +32,34 @@ def test_the_guard_counts_what_a_run_allocates(config, data):
     print(f"peak {r['peak_mb']:.0f} MB, estimate {r['estimate_mb']:.0f} MB", r["parts"])
     assert r["peak_mb"] <= 1.15 * r["estimate_mb"] + SLACK_MB, r        # nothing a run allocates is missed
     assert r["estimate_mb"] <= 3 * r["peak_mb"] + SLACK_MB, r            # nor a run that fits refused
+
+
+ANALYSES = [   # (analysis of tests/peak_memory.py, generate()'s)
+    ("lss", {**WIDE, "n_labels": 50000, "n_features": 2000}),
+    ("label_map", {**WIDE, "n_labels": 20000, "n_features": 5000, "n_points": 10000}),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("analysis, data", ANALYSES, ids=[a[0] for a in ANALYSES])
+def test_the_guard_counts_what_an_analysis_allocates(analysis, data):
+    r = measured(dict(head="group_shared", hidden=64, fanin=16), data, analysis=analysis)
+    print(f"{analysis}: peak {r['peak_mb']:.0f} MB, estimate {r['estimate_mb']:.0f} MB")
+    assert r["peak_mb"] <= 1.15 * r["estimate_mb"] + SLACK_MB, r
+    assert r["estimate_mb"] <= 3 * r["peak_mb"] + SLACK_MB, r
+
+
+def test_an_analysis_over_the_budget_is_refused_before_it_runs(monkeypatch):
+    from engine import MemoryBudgetError, compare_hash_indexes, load_dataset, Trainer, TrainConfig
+    ds = load_dataset("sample")
+    trainer = Trainer(TrainConfig.of(head="group_shared", hidden=16, fanin=8, epochs=1), dataset=ds)
+    monkeypatch.setenv("XMC_MEMORY_BUDGET_MB", "1")
+    with pytest.raises(MemoryBudgetError, match="the hash-index comparison needs an estimated"):
+        compare_hash_indexes(trainer.model, ds, fit_epochs=1)
+
+
+def test_the_app_shows_an_analysis_over_the_budget_as_an_error_box(monkeypatch):
+    from apptest import app, assert_error_box, page
+    at = page(app(head="group_shared", hidden=64, fanin=16, group_size=16, method="pca"), "label_map")
+    monkeypatch.setenv("XMC_MEMORY_BUDGET_MB", "0.001")
+    assert_error_box(at.run(), "The label map needs an estimated", "over the budget")

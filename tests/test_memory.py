@@ -4,7 +4,7 @@ allocate, the fused loss's buffers, and the whole run's estimate by phase."""
 import pytest
 
 from engine import ModelConfig, TrainConfig, XMCModel, estimate_bytes, head_memory, head_params
-from engine.memory import PIFA_COPIES, head_shape, step_memory
+from engine.memory import PIFA_BUILD, clustering_memory, head_shape, step_memory
 
 
 @pytest.mark.parametrize("kw", [
@@ -52,17 +52,36 @@ def test_sparse_is_k_over_d_of_dense():
 
 
 def test_the_estimate_counts_the_grouping_as_its_own_phase():
-    # clustered groups build (L, D) PIFA embeddings and the clustering's copies before training;
-    # the peak is the larger of that phase and training
+    # clustered groups build PIFA embeddings and cluster them before training; the peak is the
+    # larger of that phase and training. Without the data's entry bound, the dense one (L·D
+    # entries): then building them is the larger step
     D, L = 2000, 5000
     random = estimate_bytes(TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4), (D, L))
     clustered = estimate_bytes(TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4,
                                            groups="clustered"), (D, L))
     assert random["grouping"] == 0 and random["total"] == sum(v for k, v in random.items() if k != "total")
-    assert clustered["grouping"] == PIFA_COPIES["clustered"] * L * D * 4
+    assert clustered["grouping"] == PIFA_BUILD * L * D
     assert clustered["total"] == max(clustered["grouping"], random["total"]) == clustered["grouping"]
     aux = estimate_bytes(TrainConfig.of(head="fixed_fanin", hidden=64, fanin=8, aux=1.0), (D, L))
-    assert aux["grouping"] == PIFA_COPIES["aux"] * L * D * 4
+    assert aux["grouping"] == PIFA_BUILD * L * D
+    # sparse embeddings, 10 entries a label, 1250 groups, 2 threads: build 40·e; clustering the CSR
+    # (8·e + 8·L) and 3 copies, 160 per label, centroid blocks 3·G·D + T·8T·D floats
+    e = 10 * L
+    csr = 8 * e + 8 * L
+    assert clustering_memory(L, D, 1250, e, threads=2) == max(40 * e, 4 * csr + 160 * L + 4 * (3 * 1250 * D + 2 * 16 * D))
+    sparse = estimate_bytes(TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4,
+                                        groups="clustered"), (D, L), pifa_nnz=e)
+    assert sparse["grouping"] == clustering_memory(L, D, 1250, e) < L * D * 4      # not one dense copy
+
+
+def test_clustering_memory_has_no_labels_times_features_term():
+    # Amazon-670K's shape (670,091 labels, 135,909 features), 30 PIFA entries a label, groups of
+    # 32: a dense (L, D) copy would be 364 GB; the sparse embeddings' grouping stays under 1 GB
+    L, D = 670_091, 135_909
+    assert clustering_memory(L, D, -(-L // 32), 30 * L, threads=16) < 2 ** 30
+    # and it grows with the entries and the labels, not with the features (the blocks are capped)
+    G = -(-L // 32)
+    assert clustering_memory(L, 2 * D, G, 30 * L, threads=16) == clustering_memory(L, D, G, 30 * L, threads=16)
     # centroid input sets of a head on a hidden layer: float64 sums, their scaled copy, float32
     centroid = estimate_bytes(TrainConfig.of(head="fixed_fanin", hidden=64, fanin=8, index_init="centroid"), (D, L))
     assert centroid["grouping"] == (8 + 8 + 4) * L * 64

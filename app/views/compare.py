@@ -1,9 +1,13 @@
-"""Compare: memory per head (analytic next to measured), a live micro-benchmark, runs as a Pareto view."""
+"""Compare: memory per head (analytic next to measured), a live micro-benchmark, runs as a Pareto view,
+the peers' stored results (python -m engine peers) beside our runs."""
+
+import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from engine import ConfigError, XMCError
+from engine import PEER_RESULTS_FILE, ConfigError, XMCError, check_bytes, read_peer_results
 
 from app import analysis, datasets, figures, registry, settings, sidebar, teaching, text
 
@@ -33,9 +37,13 @@ measured_key = (ref, tuple(sorted(base.to_dict().items())))
 if st.button("Measure the real tensors", key="measure",
              help="builds each head, runs one Adam step of its training loss on a random batch and adds up the "
                   "tensors that persist (parameters, indices, gradients, Adam state)"):
-    with st.spinner("Measuring ..."):
-        ss.measured = (measured_key, {h: analysis.measure_memory(c, ds.n_features, ds.n_labels)
-                                      for h, c in variants.items()})
+    try:
+        check_bytes(max(a["total"] for a in analytic.values()), "Measuring the heads' tensors")
+        with st.spinner("Measuring ..."):
+            ss.measured = (measured_key, {h: analysis.measure_memory(c, ds.n_features, ds.n_labels)
+                                          for h, c in variants.items()})
+    except XMCError as e:
+        st.error(text.md(e))
 measured = ss.measured[1] if ss.get("measured") and ss.measured[0] == measured_key else None
 rows = []
 for h, a in analytic.items():
@@ -80,7 +88,8 @@ if ss.get("bench_rows"):
 
 # --- runs -----------------------------------------------------------------------------------
 st.subheader("Runs: accuracy against memory")
-points, broken = [], []
+points, broken, ours = [], [], []
+SCORES = ("P@1", "P@3", "P@5", "PSP@5")                           # the columns runs and peers share
 for run, cfg, records, error in registry.run_entries():
     if error:
         broken.append(f"{run.id} ({error})")
@@ -89,6 +98,9 @@ for run, cfg, records, error in registry.run_entries():
     run_ds = datasets.dataset_by_ref(cfg.data)
     if ev is None or run_ds is None:
         continue
+    ours.append({"dataset": run_ds.name, "method": f"{cfg.model.head.name} ({run.id})",
+                 **{s: 100 * ev[s] for s in SCORES if s in ev},
+                 "train s": sum(r.get("step_time", 0.0) for r in records if r.get("kind") == "step")})
     try:
         memory = analysis.memory_estimate(cfg, run_ds.n_features, run_ds.n_labels)["total"]
     except ConfigError:
@@ -100,3 +112,24 @@ else:
     st.info("No evaluated runs yet: train a few heads on the Train page to fill this view.")
 if broken:
     st.warning(text.md(f"Not shown: {len(broken)} broken run(s), whose files do not read: " + "; ".join(broken)))
+
+# --- peers ----------------------------------------------------------------------------------
+st.subheader("Peers: the tree-based methods beside our runs")
+peers_file = Path(os.environ.get("XMC_PEERS_FILE") or registry.REPO / PEER_RESULTS_FILE)
+if not os.path.lexists(peers_file):
+    st.info(text.md(f"No peers' results stored in {peers_file.name} yet: python -m engine peers --data DIR trains "
+                    "PECOS XR-Linear, Omikuji and napkinXC PLT with their defaults and writes them there."))
+else:
+    try:
+        stored = read_peer_results(peers_file)
+    except XMCError as e:
+        st.error(f"The peers' results do not read: {text.md(e)}")
+    else:
+        sets = {r["dataset"] for r in stored["rows"]}
+        table = [{"dataset": r["dataset"], "method": r["peer"], **{s: 100 * r[s] for s in SCORES if s in r},
+                  "train s": r["train_s"]} for r in stored["rows"]]
+        table += [row for row in ours if row["dataset"] in sets]
+        st.dataframe(pd.DataFrame(table).sort_values(["dataset", "P@1"], ascending=[True, False]).round(2),
+                     hide_index=True, key="peers_table")
+        st.caption("Test scores in %, training seconds. Peers measured by: " + text.md(stored["command"])
+                   + "; our runs: the last evaluation of each stored run on the same datasets.")

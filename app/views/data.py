@@ -1,4 +1,4 @@
-"""Data: the dataset in the sidebar, at a glance; upload your own in the XC format."""
+"""Data: the dataset in the sidebar, at a glance; a fetched public dataset, or your own upload in the XC format."""
 
 import hashlib
 import shutil
@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import streamlit as st
 
-from engine import XMCError, load_dataset
+from engine import XMCError, fetched_datasets, load_dataset, resolve_dataset
 
 from app import datasets, figures, teaching, text
 
@@ -55,6 +55,21 @@ def use_upload():
     st.session_state["data"] = "folder"
     st.session_state["path"] = str(folder)
 
+
+def use_fetched():
+    """Callback of "Use this dataset": point the sidebar at the fetched dataset's cache folder."""
+    st.session_state["data"] = "folder"
+    st.session_state["path"] = str(resolve_dataset(st.session_state["fetched"]))
+
+
+fetched = fetched_datasets()
+with st.expander(f"Fetched public datasets ({len(fetched)})", expanded=False):
+    if fetched:
+        st.selectbox("Dataset", fetched, key="fetched")
+        st.button("Use this dataset", on_click=use_fetched, key="use_fetched")
+    st.markdown("`xmc-lab fetch NAME` (or `python -m engine fetch NAME`) downloads a public dataset, checks "
+                "its SHA-256 and caches it; `xmc-lab fetch --list` names them all (bibtex, delicious, "
+                "EURLex-4K, ...). A fetched dataset appears here.")
 
 with st.expander("Upload a dataset in the XC format", expanded=False):
     st.markdown("`train.txt` and `test.txt`: a header `N D L`, then one point per line, "

@@ -86,10 +86,19 @@ def run_results(datasets, names=None, epochs=30, seed=0):
     return rows
 
 
-def format_results(rows):
-    lines = ["| dataset | configuration | P@1 | P@3 | P@5 | head memory | s/epoch |",
-             "|---|---|---|---|---|---|---|"]
+COLUMNS = [("P@1", lambda r: f"{100 * r['P@1']:.2f}"), ("P@3", lambda r: f"{100 * r['P@3']:.2f}"),
+           ("P@5", lambda r: f"{100 * r['P@5']:.2f}"), ("head memory", lambda r: f"{r['head_mb']:.2f} MB"),
+           ("s/epoch", lambda r: f"{r['s_per_epoch']:.2f}")]
+
+
+def format_table(rows, columns):
+    """A markdown table: one line per {(dataset, configuration): row}, then a cell per (header, cell(row))."""
+    lines = ["| dataset | configuration | " + " | ".join(h for h, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
     for (ds, name), r in rows.items():
-        lines.append(f"| {ds} | {name} | {100 * r['P@1']:.2f} | {100 * r['P@3']:.2f} | {100 * r['P@5']:.2f} "
-                     f"| {r['head_mb']:.2f} MB | {r['s_per_epoch']:.2f} |")
+        lines.append(f"| {ds} | {name} | " + " | ".join(cell(r) for _, cell in columns) + " |")
     return "\n".join(lines)
+
+
+def format_results(rows):
+    return format_table(rows, COLUMNS)

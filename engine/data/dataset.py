@@ -3,7 +3,8 @@ directory, and the one resolver of dataset references.
 
 A dataset directory holds ``train.txt``, ``test.txt`` (engine.data.xc's format) and optionally
 ``labels.txt`` and ``features.txt``. A dataset reference, as a TrainConfig's ``data`` names it,
-is "sample" (the bundled ``sample_data/``), the name of a fetched dataset ("bibtex": its folder in
+is "sample" (the bundled ``sample_data/``, as ``engine/sample_data``: a link in a clone, a copy in
+the wheel), the name of a fetched dataset ("bibtex": its folder in
 the fetch cache, see engine.data.fetch) or a directory::
 
     ds = load_dataset("sample")
@@ -24,7 +25,7 @@ from .registry import SOURCES, fetched_dir
 from .xc import read_names, read_xc, write_names, write_xc
 
 SAMPLE = "sample"                                                       # the reference of the bundled dataset
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"        # its directory, in the repository
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"        # engine/sample_data -> ../sample_data
 
 
 @dataclass(frozen=True, eq=False)

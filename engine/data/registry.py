@@ -170,3 +170,9 @@ def cache_home():
 def fetched_dir(name):
     """The cache folder of the fetched dataset `name` (it may not be there)."""
     return cache_home() / name
+
+
+def fetched_datasets():
+    """The names of the registry's datasets that are in the fetch cache, in registry order (a cache
+    folder is complete once it is there: engine.data.fetch renames it into place last)."""
+    return [name for name in SOURCES if fetched_dir(name).is_dir()]
