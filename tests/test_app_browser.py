@@ -519,10 +519,15 @@ def _started_elsewhere(tmp_path, argv):
                                   "--server.port", str(port)], cwd, env, tmp_path / "server.log", port)
 
 
-def test_python_m_app_from_another_folder_serves_this_machine_only(tmp_path, browser):
+STARTS = {"python-m-app": ["-m", "app"],                                  # passes the options as flags
+          "streamlit-run": ["-m", "streamlit", "run", str(ROOT / "app" / "Home.py")]}   # reads app/.streamlit/
+
+
+@pytest.mark.parametrize("how", list(STARTS))
+def test_started_from_another_folder_the_app_serves_this_machine_only(tmp_path, browser, how):
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs /proc/net/tcp to see what the server binds")
-    port, serving = _started_elsewhere(tmp_path, [sys.executable, "-m", "app"])
+    port, serving = _started_elsewhere(tmp_path, [sys.executable, *STARTS[how]])
     with serving as url:
         assert _listening(port) == {"127.0.0.1"}
         page = browser.new_page()
@@ -532,16 +537,16 @@ def test_python_m_app_from_another_folder_serves_this_machine_only(tmp_path, bro
         page.close()
 
 
-def test_streamlit_run_from_another_folder_refuses_to_show_the_app(tmp_path, browser):
+def test_bound_to_every_interface_the_app_refuses_to_show_itself(tmp_path, browser):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     if not Path("/proc/net/tcp").exists():
         pytest.skip("needs /proc/net/tcp to see what the server binds")
     home = str(ROOT / "app" / "Home.py")
     port, serving = _started_elsewhere(tmp_path, [sys.executable, "-m", "streamlit", "run", home,
-                                                  "--browser.gatherUsageStats", "false"])
+                                                  "--server.address", "0.0.0.0"])
     with serving as url:
         bound = _listening(port)
-        assert bound and not bound <= {"127.0.0.1", "::1"}, bound      # no config: Streamlit binds every interface
+        assert bound and not bound <= {"127.0.0.1", "::1"}, bound      # every interface, without XMC_ALLOW_REMOTE
         page = browser.new_page()
         page.goto(url)
         try:
