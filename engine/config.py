@@ -208,6 +208,15 @@ class ModelSettings:
         if isinstance(self.head, MachSettings) and self.head.members > 1 and not self.hidden:
             raise ConfigError(f"mach_members={self.head.members} (independent encoders) needs hidden >= 1")
 
+    @classmethod
+    def of(cls, head="group_shared", **flat):
+        """The settings (or, for ModelConfig, the config: pass its shape too) of flat model settings
+        (see the module docstring); a head's settings that the chosen head does not have are ignored."""
+        own = [f.name for f in dataclasses.fields(cls) if f.name != "head"]
+        _refuse_unknown(flat, (*_ALL_HEAD_FIELDS, *own))
+        head_flat = {k: flat.pop(k) for k in _ALL_HEAD_FIELDS if k in flat}
+        return cls(head=head_settings(head, **head_flat), **flat)
+
     def flat(self):
         """The flat settings of this model (see the module docstring)."""
         return {**_head_flat(self.head), **{name: getattr(self, name) for name in MODEL_FIELDS}}
@@ -242,14 +251,6 @@ class ModelConfig(ModelSettings):
                               f"layer and no auxiliary objective")
         if not 0 <= self.aux_clusters <= self.n_labels:
             raise ConfigError(f"aux_clusters must be in [0, {self.n_labels}] (0 = none), got {self.aux_clusters}")
-
-    @classmethod
-    def of(cls, *, n_features, n_labels, aux_clusters=0, **flat):
-        """The ModelConfig of flat model settings (see the module docstring) on a dataset's shape."""
-        _refuse_unknown(flat, ("head", *_ALL_HEAD_FIELDS, *MODEL_FIELDS))
-        return cls(head=head_settings(flat.pop("head", "group_shared"), **flat),
-                   **{k: flat[k] for k in MODEL_FIELDS if k in flat},
-                   n_features=n_features, n_labels=n_labels, aux_clusters=aux_clusters)
 
     @property
     def sparse(self):
@@ -327,8 +328,7 @@ class TrainConfig:
         does not have are ignored)."""
         _refuse_unknown(flat, SETTINGS)
         model = {k: flat.pop(k) for k in ("head", *_ALL_HEAD_FIELDS, *MODEL_FIELDS) if k in flat}
-        head = head_settings(model.pop("head", "group_shared"), **model)
-        return cls(model=ModelSettings(head=head, **{k: model[k] for k in MODEL_FIELDS if k in model}), **flat)
+        return cls(model=ModelSettings.of(**model), **flat)
 
     def flat(self):
         """The flat settings of this run: `TrainConfig.of(**config.flat()) == config`."""
