@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: app test sample bench clean chromium
+.PHONY: app test sample bench clean chromium gpu-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ sample: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m engine bench
+
+# on a machine with one NVIDIA GPU (engine/bench/gpu_check.py; about 5 minutes after the installs):
+# a venv of its own with torch's CUDA build and the CuPy of torch's CUDA major (its CUDA libraries from
+# PyPI), then the CUDA tests on the device, the GPU benchmark, peak memory and the sample trained on
+# GPU and CPU, written into engine/cuda/REPORT.md. Without a GPU: exit 2, one line saying why.
+gpu-check:
+	@test -f .venv-gpu/.installed || { $(PYTHON) -m venv .venv-gpu && \
+		.venv-gpu/bin/pip install -q --upgrade pip && \
+		.venv-gpu/bin/pip install -q torch==2.13.0 && \
+		.venv-gpu/bin/pip install -q "cupy-cuda$$(.venv-gpu/bin/python -c 'import torch; print(torch.version.cuda.split(".")[0])')x[ctk]" && \
+		.venv-gpu/bin/pip install -q -e ".[test]" && touch .venv-gpu/.installed; }
+	.venv-gpu/bin/python -m engine.bench.gpu_check
 
 clean:
 	rm -rf $(VENV) runs

@@ -238,6 +238,20 @@ def last_eval(records):
     return evals[-1] if evals else None
 
 
+def run_device(records):
+    """(device, why) of a run from its records: its last "device" record's (the device the run, or
+    its latest resumed part, trains on), why naming the devices of earlier parts when it moved; for a
+    run recorded before runs had device records, ("cpu", why: the trainer had no other device then);
+    None before its first record."""
+    devices = [r for r in records if r.get("kind") == "device"]
+    if not devices:
+        return ("cpu", "recorded before device records (runs trained on the CPU only then)") if records else None
+    last = devices[-1]
+    earlier = sorted({r["device"] for r in devices[:-1]} - {last["device"]})
+    moved = f" (resumed; earlier parts on {', '.join(earlier)})" if earlier else ""
+    return last["device"], last.get("why", "") + moved
+
+
 def split_records(records):
     """(step records, eval records, other records by kind)."""
     steps = [r for r in records if r.get("kind") == "step"]

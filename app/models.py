@@ -25,7 +25,7 @@ def load_run_model(run, dataset):
     """The model of a stored run at its latest checkpoint (None when it has no checkpoint yet)."""
     if not (run.path / "model.safetensors").exists():
         return None
-    trainer = Trainer(run.config, dataset=dataset)
+    trainer = Trainer(run.config.here(), dataset=dataset)
     run.load_checkpoint(trainer.model)
     return trainer.model
 

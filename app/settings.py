@@ -14,11 +14,14 @@ HEAD_NAMES = {"dense": "dense (nn.Linear)", "fixed_fanin": "fixed fan-in", "grou
 SIDEBAR = ("head", "hidden", "fanin", "group_size", "groups", "index_init", "head_size", "mach_buckets",
            "mach_reps", "mach_members", "seed")
 PAGE = ("epochs", "lr", "batch_size", "eval_every", "dropout", "normalize", "dst", "dst_every", "dst_zeta")
-CONTROLLED = SIDEBAR + PAGE
+RECIPE = SIDEBAR + PAGE   # what a preset sets
+MACHINE = ("device",)     # drawn by the sidebar only where this machine offers a choice (a GPU)
+CONTROLLED = RECIPE + MACHINE
 ADVANCED = ("groups", "index_init", "mach_members", "dropout", "normalize", "dst", "dst_every", "dst_zeta")  # not in classroom mode
 # how a control draws when its declaration alone does not say (else: choices -> selectbox, bool ->
 # toggle, a list of values -> select slider, a (low, high) range -> slider)
-KIND = {"groups": "radio", "index_init": "radio", "seed": "number", "eval_every": "number", "dst_every": "number"}
+KIND = {"groups": "radio", "index_init": "radio", "device": "radio", "seed": "number", "eval_every": "number",
+        "dst_every": "number"}
 FORMAT = {"hidden": lambda v: str(v or "none"), "lr": lambda v: f"{v:g}"}
 STEP = {float: 0.05}
 

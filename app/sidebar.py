@@ -1,12 +1,13 @@
 """The shared sidebar and the state it holds: dataset and model settings, each a widget of the
 entrypoint bound to a URL query parameter of the same name, so a link reproduces the view on any
-page; `train_config` turns that state (plus a page's own settings) into a TrainConfig."""
+page; `train_config` turns that state (plus a page's own settings) into a TrainConfig. The device
+setting is a control only where this machine has a GPU to choose (engine.gpu_status)."""
 
 import streamlit as st
 
-from engine import GeneratorConfig, TrainConfig, used_by
+from engine import GeneratorConfig, TrainConfig, gpu_status, used_by
 
-from app import settings
+from app import settings, text
 
 
 def train_config(data, **overrides):
@@ -42,3 +43,16 @@ def sidebar():
     for name in settings.SIDEBAR:
         if used_by(head, name) and not (classroom and name in settings.ADVANCED):
             settings.control(s, name)
+    device_control(s)
+
+
+def device_control(container):
+    """The device setting (auto | cpu | cuda) where there is a choice, a GPU that torch and CuPy both
+    see; else one line saying why runs train on the CPU, the setting left at its default ("auto",
+    whatever an imported config said)."""
+    ok, why = gpu_status()
+    if ok:
+        settings.control(container, "device")
+    else:
+        st.session_state["device"] = settings.default("device")
+        container.caption(f"Trains on the CPU: {text.md(why)}")

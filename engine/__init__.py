@@ -10,8 +10,9 @@ from .config import (HEADS, PRESETS, SETTINGS, SPARSE_HEADS, DenseSettings, Dens
 from .data import (GENERATOR_PRESETS, Dataset, GeneratorConfig, generate, load_dataset, read_xc, resolve_dataset,
                    save_dataset, write_xc)
 from .data.registry import fetched_datasets
+from .device import DEVICES, Placement, gpu_status, resolve_device
 from .dst import DSTConfig, DynamicSparsity, index_history
-from .errors import (CheckpointError, ConfigError, DatasetFormatError, DivergenceError, FetchError, RunNotFoundError,
+from .errors import (CheckpointError, ConfigError, DatasetFormatError, DeviceError, DivergenceError, FetchError, RunNotFoundError,
                      RunWriteError, XMCError)
 from .guard import MemoryBudgetError, check_bytes, check_memory
 from .grouping import LabelGroups, balanced_groups, group_index, pifa, random_groups
@@ -32,7 +33,7 @@ from .bench.peers import PEER_RESULTS_FILE, read_peer_results     # a driver's o
 __all__ = [
     "forward_reads", "index_history", "label_report", "label_scores", "LAYERS", "nearest_labels", "small_layer",
     "balanced_groups", "check_bytes", "check_memory", "CheckpointError", "compare_hash_indexes", "ConfigError", "Dataset",
-    "DatasetFormatError", "DenseHead", "DenseSettings", "DenseSparseSettings", "FixedFaninSettings", "DivergenceError", "DSTConfig", "DynamicSparsity", "estimate_bytes",
+    "DatasetFormatError", "DenseHead", "DEVICES", "DeviceError", "gpu_status", "Placement", "resolve_device", "DenseSettings", "DenseSparseSettings", "FixedFaninSettings", "DivergenceError", "DSTConfig", "DynamicSparsity", "estimate_bytes",
     "evaluate", "fetched_datasets", "FetchError", "generate", "GENERATOR_PRESETS", "GeneratorConfig", "get_backend", "group_index",
     "group_shared_linear", "GroupSharedHead", "GroupSharedSettings", "HeadSettings", "head_memory", "head_params", "label_map_bytes", "HEADS", "inv_propensity",
     "LabelGroups", "LearnedHashIndex", "load_dataset", "MachHead", "MachSettings", "MemoryBudgetError", "ModelConfig",

@@ -69,18 +69,21 @@ def resumed_trainer(args):
     resumes on any number of processes: its checkpoint is the one one process would write."""
     from .runs import Run
     from .train import Trainer
-    given = sorted(set(train_settings(args)) | ({"preset"} if args.preset else set()))
+    settings = train_settings(args)
+    device = settings.pop("device", None)             # where it goes on may differ from where it began
+    given = sorted(set(settings) | ({"preset"} if args.preset else set()))
     if given:
-        raise XMCError(f"--resume continues a run with its own config; drop "
+        raise XMCError(f"--resume continues a run with its own config (only --device may change); drop "
                        f"{', '.join('--' + k.replace('_', '-') for k in given)}")
     run = Run(args.resume)
+    config = run.config if device is None else dataclasses.replace(run.config, device=device)
     lead = True
     if args.distributed:
         from .distributed import DistributedTrainer, init_process_group
-        lead = init_process_group()[0] == 0
-        trainer = DistributedTrainer(run.config)
+        lead = init_process_group(config)[0] == 0
+        trainer = DistributedTrainer(config)
     else:
-        trainer = Trainer(run.config)
+        trainer = Trainer(config)
     step = run.resume(trainer, rewrite_records=lead)
     if step >= trainer.total_steps:
         if lead:
@@ -104,7 +107,7 @@ def new_trainer(args):
     if not args.distributed:
         return Trainer(config), RunStore(args.runs).create(config)
     from .distributed import DistributedTrainer, init_process_group
-    rank, _ = init_process_group()
+    rank, _ = init_process_group(config)
     trainer = DistributedTrainer(config)
     return trainer, RunStore(args.runs).create(config) if rank == 0 else None
 
@@ -121,7 +124,8 @@ def cmd_train(args):
         print(f"run {run.id}: {ds.name} ({ds.n_train} train, {ds.n_test} test, {ds.n_features} features, "
               f"{ds.n_labels} labels), head {config.model.head.name}: {trainer.model.head_params():,} parameters"
               f"{' on this rank' if args.distributed else ''}, {mem['total'] / 2**20:.1f} MB in training "
-              f"(gradients, Adam state, logits or the fused loss's buffers){' (the whole head)' if args.distributed else ''}", flush=True)
+              f"(gradients, Adam state, logits or the fused loss's buffers){' (the whole head)' if args.distributed else ''}; "
+              f"trains on {trainer.device} ({trainer.placement.why})", flush=True)
     t0, first, last_eval = time.perf_counter(), trainer.step, None
     with tqdm(total=trainer.total_steps, initial=first, unit="step", dynamic_ncols=True, disable=not lead) as bar:
         for record in trainer.recorded(run):
@@ -157,7 +161,7 @@ def cmd_eval(args):
     run = open_run(args.run)
     if not (run.path / "model.safetensors").exists():
         raise RunNotFoundError(f"{run.path}: no checkpoint (model.safetensors) found")
-    config = run.config
+    config = run.config.here()                                # evaluated where this machine can
     if args.data:
         config = dataclasses.replace(config, data=args.data)   # a TrainConfig's own field
     trainer = Trainer(config)

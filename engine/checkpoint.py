@@ -93,9 +93,10 @@ def _optimizer_state(tensors, meta, params):
 
 
 def _same_config(stored, config):
-    """Whether a checkpoint's stored config (the nested or the older flat form) is `config`."""
+    """Whether a checkpoint's stored config (the nested or the older flat form) is `config`, but
+    for the device (a run resumes on another one)."""
     try:
-        return type(config).from_dict(stored) == config
+        return type(config).from_dict(stored).here() == config.here()
     except ConfigError:
         return False
 

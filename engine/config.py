@@ -37,6 +37,7 @@ HEADS = ("dense", "fixed_fanin", "group_shared", "dense_sparse", "mach")
 SPARSE_HEADS = ("fixed_fanin", "group_shared", "dense_sparse")
 GROUPED_HEADS = ("group_shared", "dense_sparse")          # heads whose labels share input sets
 BACKENDS = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")                         # engine.device resolves them
 DST_MODES = ("none", "random", "gradient")
 
 
@@ -309,9 +310,14 @@ class TrainConfig:
                               zero="0 = once per epoch", ui=(0, 10000))
     eval_k: int = setting(5, "metrics at k = 1, 3, ..., eval_k", "metrics up to k", low=1, high=1000)
     normalize: bool = setting(False, "l2-normalise the feature rows", "normalise rows")
+    device: str = setting("auto", "where the run trains: auto takes the GPU when torch and CuPy both see one",
+                          "device", choices=DEVICES)
 
     def __post_init__(self):
         validate_fields(self)
+        if self.device == "cuda" and self.model.backend == "cpu":
+            raise ConfigError("device='cuda' needs the 'cuda' or 'auto' backend, got backend='cpu' "
+                              "(its numba kernels read host memory only)")
         if self.dst != "none":
             if self.model.head.name not in SPARSE_HEADS:
                 raise ConfigError(f"dst needs a sparse head {SPARSE_HEADS}, got head={self.model.head.name!r}")
@@ -351,6 +357,11 @@ class TrainConfig:
         _refuse_unknown(head, [f.name for f in dataclasses.fields(cls_)], "model.head.")
         settings = ModelSettings(head=cls_(**head), **{k: v for k, v in model.items() if k != "head"})
         return cls(model=settings, **{k: v for k, v in d.items() if k != "model"})
+
+    def here(self):
+        """This run's config with device 'auto': a stored run opened on this machine, wherever it was
+        trained (its weights and checkpoint do not depend on the device)."""
+        return dataclasses.replace(self, device="auto")
 
     def to_dict(self):
         """The nested, JSON-able form (config.json): the head's settings with its name."""

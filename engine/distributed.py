@@ -30,8 +30,10 @@ all_gather (MACH: the bucket probabilities are gathered, then decoded exactly). 
 the shards, and their Adam moments, into the model.safetensors one process would write: `eval` and
 the app read it, and `--resume` continues it on any number of processes (each rank takes its block).
 
-The process group comes from torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): gloo,
-since the trainer keeps its tensors on the CPU.
+The process group comes from torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...): NCCL
+when the run trains on GPUs (one per rank: rank r of a machine takes GPU LOCAL_RANK), gloo on CPUs.
+The collectives below hand NCCL tensors on the rank's GPU (`wire`) and give results back on the
+device of their input.
 """
 
 import os
@@ -39,9 +41,10 @@ import os
 import torch
 import torch.distributed as dist
 
+from .device import resolve_device
 from .errors import ConfigError, XMCError
 from .heads.mach import decoded_topk
-from .model import SparseInput, bounds
+from .model import bounds
 from .train import Trainer
 
 SHARDED = ("dense", "sparse", "mach")      # the model's parts that are split over the ranks
@@ -51,14 +54,23 @@ class DistributedError(XMCError):
     """A distributed run cannot start (no torchrun environment, a setting it cannot shard)."""
 
 
-def init_process_group():
-    """Join the process group torchrun describes (gloo); returns (rank, world size)."""
+def local_rank():
+    """This process's index among the ranks of its machine (torchrun's LOCAL_RANK; 0 without)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_process_group(config):
+    """Join the process group torchrun describes for a run of `config` (a TrainConfig): NCCL when
+    its device resolves to a GPU (this rank's: LOCAL_RANK), else gloo; returns (rank, world size)."""
     missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
     if missing:
         raise DistributedError(f"--distributed runs under torchrun ({', '.join(missing)} not set): "
                                f"torchrun --nproc_per_node=2 -m engine train ... --distributed")
+    device = resolve_device(config.device, config.model.backend, local_rank()).device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     import numba
@@ -108,10 +120,15 @@ def shard_dim(model, name):
 # ---------------------------------------------------------------------------------------------
 # collectives
 
+def wire(t):
+    """`t` where the process group's backend reads it: the rank's GPU for NCCL, else the CPU."""
+    return t.to(torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu")
+
+
 def rank_counts(n):
     """Every rank's n, in rank order."""
-    out = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, torch.tensor([n], dtype=torch.int64))
+    out = [wire(torch.zeros(1, dtype=torch.int64)) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, wire(torch.tensor([n], dtype=torch.int64)))
     return [int(c) for c in out]
 
 
@@ -119,7 +136,7 @@ def gather_rows(t, to=None):
     """Concatenate along dim 0 the tensors of every rank (their row counts may differ), on every
     rank; with `to`, on rank `to` only (None elsewhere), so the others never hold the whole."""
     n = rank_counts(t.shape[0])
-    padded = torch.zeros((max(n),) + t.shape[1:], dtype=t.dtype)
+    padded = wire(torch.zeros((max(n),) + t.shape[1:], dtype=t.dtype))
     padded[:t.shape[0]] = t
     if to is None:
         out = [torch.empty_like(padded) for _ in n]
@@ -129,7 +146,7 @@ def gather_rows(t, to=None):
         dist.gather(padded, out, dst=to)
         if out is None:
             return None
-    return torch.cat([o[:c] for o, c in zip(out, n)])
+    return torch.cat([o[:c] for o, c in zip(out, n)]).to(t.device)
 
 
 def gather_along(t, dim, to=None):
@@ -185,19 +202,22 @@ class DistributedTrainer(Trainer):
     def ranks_here(self):
         return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
+    def device_index(self):
+        return local_rank()
+
     def place_model(self, model):
         if model.config.members > 1:
             shard_members(model, self.rank, self.world)
         return model
 
     def batch_loss(self, rows):
-        h = self.model.encode(SparseInput(self.X_train[rows]))                          # (B, d)
+        h = self.model.encode(self.batch(self.X_train[rows]))                           # (B, d)
         if not independent(self.model):
             h = SumGradients.apply(h)
         aux_weight = self.aux_weight() if self.rank == 0 else 0.0
         loss, parts = self.model.loss_of(h, self.dataset.Y_train[rows], aux_weight)
         keys = ["head_loss"] + (["aux_loss"] if self.model.aux is not None and self.aux_weight() > 0 else [])
-        totals = torch.tensor([parts.get(k, 0.0) for k in keys], dtype=torch.float64)
+        totals = wire(torch.tensor([parts.get(k, 0.0) for k in keys], dtype=torch.float64))
         dist.all_reduce(totals)
         parts = dict(zip(keys, totals.tolist()))
         value = parts["head_loss"] + self.aux_weight() * parts.get("aux_loss", 0.0)

@@ -23,6 +23,10 @@ class ConfigError(XMCError, ValueError):
     """A setting is out of range or inconsistent; raised before anything is allocated."""
 
 
+class DeviceError(ConfigError):
+    """A run asks for a device this machine does not have: the message says what is missing."""
+
+
 class DivergenceError(XMCError):
     """The loss became NaN or inf: training stopped; the last good checkpoint is kept."""
 

@@ -48,16 +48,23 @@ class SparseInput:
         self.offsets = torch.from_numpy(X.indptr[:-1].astype(np.int64))
         self.weights = torch.from_numpy(X.data.astype(np.float32))
 
+    def to(self, device):
+        """This batch with its tensors on `device` (in place; returns self)."""
+        self.indices, self.offsets, self.weights = (t.to(device) for t in (self.indices, self.offsets, self.weights))
+        return self
+
     def dense(self):
-        """(B, D) float32 rows."""
-        return torch.from_numpy(self.csr.toarray().astype(np.float32, copy=False))
+        """(B, D) float32 rows, on the batch's device."""
+        return torch.from_numpy(self.csr.toarray().astype(np.float32, copy=False)).to(self.weights.device)
 
 
 def dense_targets(Y, columns, n_columns):
-    """(B, n_columns) float32 0/1 targets from a CSR label batch Y; label l -> column columns[l]."""
-    y = torch.zeros(Y.shape[0], n_columns)
+    """(B, n_columns) float32 0/1 targets from a CSR label batch Y; label l -> column columns[l]
+    (columns: an int64 tensor, whose device the targets take)."""
+    dev = columns.device
+    y = torch.zeros(Y.shape[0], n_columns, device=dev)
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
-    y[torch.from_numpy(rows), columns[torch.from_numpy(Y.indices.astype(np.int64))]] = 1.0
+    y[torch.from_numpy(rows).to(dev), columns[torch.from_numpy(Y.indices.astype(np.int64)).to(dev)]] = 1.0
     return y
 
 
@@ -123,8 +130,10 @@ class XMCModel(nn.Module):
         self.encoder_columns = None    # a rank's block of independent MACH members: (first unit, all units)
         self.register_buffer("slot_of_label", torch.from_numpy(slot_of_label))  # saved with checkpoints
 
-        self.cluster_of_label = None if cluster_of_label is None else torch.as_tensor(cluster_of_label,
-                                                                                     dtype=torch.int64)
+        # the auxiliary classifier's meta-label of each label: moves with the model, not saved (the
+        # grouping recomputes it)
+        self.register_buffer("cluster_of_label", None if cluster_of_label is None else
+                             torch.as_tensor(cluster_of_label, dtype=torch.int64), persistent=False)
         self.aux = nn.Linear(c.head_in, c.aux_clusters) if c.aux_clusters else None
         self.capture_sparse_grad = False     # set by dynamic sparse training before a gradient regrowth
         self.last_h = self.last_dZ = None
@@ -132,9 +141,15 @@ class XMCModel(nn.Module):
     @property
     def label_of_slot(self):
         """(n_slots,) the label in each slot, -1 for padding."""
-        out = torch.full((self.n_slots,), -1, dtype=torch.int64)
-        out[self.slot_of_label] = torch.arange(len(self.slot_of_label))
+        dev = self.slot_of_label.device
+        out = torch.full((self.n_slots,), -1, dtype=torch.int64, device=dev)
+        out[self.slot_of_label] = torch.arange(len(self.slot_of_label), device=dev)
         return out
+
+    @property
+    def device(self):
+        """The torch.device the model's buffers (and parameters) are on."""
+        return self.slot_of_label.device
 
     @property
     def head(self):
@@ -158,7 +173,7 @@ class XMCModel(nn.Module):
         if self.encoder_columns is None or not self.training or p == 0:
             return self.drop(h)
         first, width = self.encoder_columns
-        keep = torch.empty(h.shape[0], width, dtype=h.dtype).bernoulli_(1 - p)[:, first:first + h.shape[1]]
+        keep = torch.empty(h.shape[0], width, dtype=h.dtype, device=h.device).bernoulli_(1 - p)[:, first:first + h.shape[1]]
         return h * keep.div_(1 - p)
 
     def slot_logits(self, h):
@@ -207,8 +222,9 @@ class XMCModel(nn.Module):
         if self.dense is not None:
             nd = self.dense.n_labels
             indptr, slots = slot_labels(Y, self.slot_of_label, self.dense_first, nd)
-            y = torch.zeros(B, nd)
-            y[torch.from_numpy(np.repeat(np.arange(B), np.diff(indptr))), torch.from_numpy(slots)] = 1.0
+            y = torch.zeros(B, nd, device=h.device)
+            y[torch.from_numpy(np.repeat(np.arange(B), np.diff(indptr))).to(h.device),
+              torch.from_numpy(slots).to(h.device)] = 1.0
             loss = F.binary_cross_entropy_with_logits(self.dense(h), y, reduction="sum") / B
         if self.sparse is not None:
             indptr, slots = slot_labels(Y, self.slot_of_label, self.sparse_first, self.sparse.n_labels)
@@ -286,7 +302,7 @@ class XMCModel(nn.Module):
         training = self.training
         self.eval()
         try:
-            H = [self.encode(SparseInput(X[s:s + batch_size])) for s in range(0, X.shape[0], batch_size)]
+            H = [self.encode(SparseInput(X[s:s + batch_size]).to(self.device)) for s in range(0, X.shape[0], batch_size)]
         finally:
             self.train(training)
         return torch.cat(H).cpu().numpy()
@@ -308,7 +324,7 @@ class XMCModel(nn.Module):
             blocks.append(self._group_weights())
         W = sp.vstack(blocks, format="csr")                                      # (n_slots, d)
         b = torch.cat([p.bias.detach() for p in self.head_parts()]).cpu().numpy()   # (n_slots,)
-        slots = self.slot_of_label.numpy()
+        slots = self.slot_of_label.cpu().numpy()
         W = W[slots].astype(np.float32)
         return (W if sparse else W.toarray()), np.ascontiguousarray(b[slots], np.float32)
 
@@ -326,7 +342,7 @@ class XMCModel(nn.Module):
         fixed fan-in (m = 1) every label is its own group."""
         if self.sparse is None:
             return None
-        s = self.slot_of_label.numpy() - self.n_dense
+        s = self.slot_of_label.cpu().numpy() - self.n_dense
         return np.where(s >= 0, s // self.sparse.group_size, -1)
 
     def group_slots(self, g):
@@ -337,4 +353,4 @@ class XMCModel(nn.Module):
                               "groups")
         m = self.sparse.group_size
         first = self.sparse_first + int(g) * m
-        return self.label_of_slot[first:first + m].numpy()
+        return self.label_of_slot[first:first + m].cpu().numpy()

@@ -58,7 +58,8 @@ _COUNTS = ("a list of non-negative integers", lambda v: type(v) is list and all(
 # always, the ones the front ends read); an eval record's scores ("P@1", "nDCG@5", ...: keys with an
 # "@") are numbers; a record of another kind (a front end's) has only its "step", where present, checked
 _ANY_KIND = {"step": _COUNT}
-RECORD_REQUIRED = {"step": ("step", "loss", "step_time"), "eval": ("step",), "dst": ("step",), "error": ("step",)}
+RECORD_REQUIRED = {"step": ("step", "loss", "step_time"), "eval": ("step",), "dst": ("step",), "error": ("step",),
+                   "device": ("step", "device")}
 RECORD_FIELDS = {
     "step": {"step": _COUNT, "epoch": _COUNT, "loss": _NUMBER, "head_loss": _NUMBER, "aux_loss": _NUMBER,
              "step_time": _NUMBER},
@@ -66,6 +67,7 @@ RECORD_FIELDS = {
     "dst": {"step": _COUNT, "zeta": _NUMBER, "n_per_group": _COUNT, "dropped": _COUNT, "added": _COUNT,
             "churn": _COUNTS, "group": _COUNTS, "slot": _COUNTS, "old_input": _COUNTS, "new_input": _COUNTS},
     "error": {"step": _COUNT, "epoch": _COUNT, "error": _TEXT, "message": _TEXT},
+    "device": {"step": _COUNT, "device": _TEXT, "why": _TEXT},
 }
 # each entry of ranks.json (DistributedTrainer.rank_report), all fields required
 RANK_FIELDS = {"rank": _COUNT, "slots": _COUNT, "mach_reps": _COUNT, "head_params": _COUNT, "rss_mb": _NUMBER,

@@ -72,7 +72,7 @@ def predict_run(run, k=5, dataset=None):
     checkpoint."""
     if not run.checkpoint_path.exists():
         raise RunNotFoundError(f"{run.path}: no checkpoint (model.safetensors) yet")
-    trainer = Trainer(run.config, dataset=dataset)
+    trainer = Trainer(run.config.here(), dataset=dataset)
     run.load_checkpoint(trainer.model)
     return trainer.predict(trainer.X_test, k)
 

@@ -4,6 +4,8 @@
     for record in trainer.run():      # stop at any record: just stop iterating
         print(record)
 
+Device record: {"kind": "device", "step", "device", "why"}  where the run trains and why; the first
+               record each time a run starts or resumes (Trainer.recorded)
 Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss"], "step_time"}
 Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", "eval_time"}
 DST records:   {"kind": "dst", "step", ...}  one per dynamic-sparsity update (engine.dst)
@@ -20,7 +22,9 @@ The loss is binary cross-entropy with logits against the sparse label matrix, su
 labels and averaged over the batch:  loss = -(1/B) Σ_b Σ_l [y log σ(z) + (1-y) log(1-σ(z))],
 plus w_aux(t) · (the same over label clusters) with the auxiliary objective, where w_aux decays
 linearly from `aux` to 0 at the fraction `aux_until` of training.
-The same config and seed give the same numbers on the CPU.
+The same config and seed give the same numbers on the CPU. On a GPU (device "cuda") the model is
+built on the CPU, so its initial weights are the CPU's, then moved; each step seeds the GPU's dropout
+generator from the trainer's own (CPU) RNG, so a GPU run too resumes with the same draws.
 """
 
 import itertools
@@ -35,6 +39,7 @@ from . import grouping, metrics
 from .checkpoint import decode_trainer_state, encode_trainer_state
 from .config import TrainConfig
 from .data import Dataset, load_dataset, normalize_rows
+from .device import resolve_device
 from .errors import CheckpointError, DivergenceError
 from .heads.group_shared import require_backend
 from .model import SparseInput, XMCModel
@@ -51,6 +56,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset: Dataset | None = None, block=None):
         self.config = c = config
+        self.placement = resolve_device(c.device, c.model.backend, self.device_index())   # before any work
         self.dataset = ds = dataset if dataset is not None else load_dataset(c.data)
         model_config = c.model_config(ds.n_features, ds.n_labels)   # validates before allocating
         require_backend(c.model.backend)                                  # one this machine can run
@@ -73,13 +79,13 @@ class Trainer:
             if model_config.sparse and model_config.head.index_init == "centroid":
                 self.model.sparse.set_index(self.centroid_index())
             self.rng_state = torch.get_rng_state()   # this trainer's dropout draws continue from here
-        self.model = self.place_model(self.model)
+        self.model = self.place_model(self.model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         self.dst = None
         if c.dst != "none":
             from .dst import DynamicSparsity
             n_dense = 0 if self.model.dense is None else self.model.dense.n_labels
-            padded = (self.model.label_of_slot[n_dense:] < 0).numpy()
+            padded = (self.model.label_of_slot[n_dense:] < 0).cpu().numpy()
             self.dst = DynamicSparsity(self.model.sparse, c.dst_config(), self.total_steps, padded=padded)
         self.step = 0
         self.epoch = 0
@@ -96,6 +102,20 @@ class Trainer:
                                         self.config.model.seed)
         g0 = (model.sparse_first - model.config.n_dense) // model.sparse.group_size
         return index[g0:g0 + model.sparse.n_groups]
+
+    @property
+    def device(self):
+        """The torch.device this trainer's model and batches live on."""
+        return self.placement.device
+
+    def device_index(self):
+        """Which GPU this process takes when it trains on one: torch's current device (a rank of a
+        distributed run takes its local rank's)."""
+        return None
+
+    def batch(self, X):
+        """A batch of CSR feature rows as the model's input, on the trainer's device."""
+        return SparseInput(X).to(self.device)
 
     @property
     def steps_per_epoch(self):
@@ -161,12 +181,17 @@ class Trainer:
         records = self.run()
         if first_eval:
             records = itertools.chain([self.eval_record()], records)
+        records = itertools.chain([self.device_record()], records)
         for record in records:
             if run is not None:
                 run.append(record)
             if record["kind"] == "eval":
                 self.save_checkpoint(run)
             yield record
+
+    def device_record(self):
+        """The record that says where this run (or this resumed part of it) trains, and why."""
+        return {"kind": "device", "step": self.step, "device": str(self.device), "why": self.placement.why}
 
     def divergence_record(self, error, step):
         """The error record that ends a diverged run at `step` (run() raises the error after it)."""
@@ -198,7 +223,7 @@ class Trainer:
     def batch_loss(self, rows):
         """(loss to backpropagate, {"loss": its value, "head_loss", ["aux_loss"]}) of the
         training points `rows` (sorted), drawing this batch's dropout masks."""
-        x, Y = SparseInput(self.X_train[rows]), self.dataset.Y_train[rows]
+        x, Y = self.batch(self.X_train[rows]), self.dataset.Y_train[rows]
         loss, parts = self.model.loss(x, Y, aux_weight=self.aux_weight())
         return loss, {"loss": loss.item(), **parts}
 
@@ -210,6 +235,8 @@ class Trainer:
         with _TORCH_RNG:                              # the forward draws the dropout masks
             outer = torch.get_rng_state()
             torch.set_rng_state(self.rng_state)
+            if self.device.type == "cuda":                    # the GPU's dropout draws, from ours
+                torch.cuda.manual_seed(int(torch.randint(2**62, (1,))))
             try:
                 loss, parts = self.batch_loss(rows)
             finally:
@@ -270,7 +297,7 @@ class Trainer:
         """Top-k label ids (N, k), best first, for feature rows X (already normalised)."""
         self.model.eval()
         k = min(k, self.dataset.n_labels)
-        out = [self.batch_topk(SparseInput(X[s:s + batch_size]), k).numpy()
+        out = [self.batch_topk(self.batch(X[s:s + batch_size]), k).cpu().numpy()
                for s in range(0, X.shape[0], batch_size)]
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 

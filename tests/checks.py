@@ -7,8 +7,9 @@
 The ops are those of the backend contract (engine/heads/__init__.py): "layer" (forward with
 and without bias, backward with dZ in C and F order, grad_input, grad_weight, dW alone), "bce"
 (group_shared_bce with and without need_grad) and "topk" (group_shared_topk). The backends
-are "reference", "cpu" and "cuda" (engine/heads/cuda.py on the emulated CuPy of
-tests/fake_cupy.py: the .cu kernels run on the CPU). The inputs are seeded (`make_case`): a
+are "reference", "cpu", "cuda" (engine/heads/cuda.py on the emulated CuPy of
+tests/fake_cupy.py: the .cu kernels run on the CPU) and "cuda-gpu" (the same on the real CuPy
+and GPU: marked `gpu`, skipped without one; `make gpu-check` runs them). The inputs are seeded (`make_case`): a
 ragged shape (the last group padded when L < G·m), index rows distinct but unsorted, label
 rows with none, a random slot mask. Three passes, each output with its own tolerance, a
 failure naming backend, op, dtype, pass and output ("cuda bce float32 gradient: dW[3, 0, 1]
@@ -25,10 +26,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from engine.device import gpu_status
 from engine.heads import reference
 from engine.heads.group_shared import get_backend, random_index
 
-BACKENDS = [pytest.param("reference"), pytest.param("cpu"), pytest.param("cuda", id="cuda-emu")]
+GPU_OK, GPU_WHY = gpu_status()
+BACKENDS = [pytest.param("reference"), pytest.param("cpu"), pytest.param("cuda", id="cuda-emu"),
+            pytest.param("cuda-gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not GPU_OK, reason=f"no GPU: {GPU_WHY}")])]
 DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 
 # relative to the largest reference value: float32 per op and output; float64 for every one
@@ -143,19 +147,30 @@ WRT = {"dX": "X", "dW": "W", "dbias": "bias"}              # gradient -> the inp
 # backends
 
 class OnDevice:
-    """A backend module called with its array arguments on the (fake) device."""
+    """A backend module called with its array arguments on the (fake or real) device; to_host, if
+    given, brings each array of a result back to numpy."""
 
-    def __init__(self, module, to_device):
-        self.module, self.to_device = module, to_device
+    def __init__(self, module, to_device, to_host=None):
+        self.module, self.to_device, self.to_host = module, to_device, to_host
 
     def __getattr__(self, name):
         fn = getattr(self.module, name)
-        return lambda *a: fn(*[self.to_device(x) if isinstance(x, np.ndarray) else x for x in a])
+        return lambda *a: self._host(fn(*[self.to_device(x) if isinstance(x, np.ndarray) else x for x in a]))
+
+    def _host(self, out):
+        if isinstance(out, tuple):
+            return tuple(self._host(x) for x in out)
+        return self.to_host(out) if self.to_host and hasattr(out, "__cuda_array_interface__") else out
 
 
 @contextlib.contextmanager
 def backend(name, tiles=None):
-    """The kernel module of backend `name`; "cuda" runs on the emulated CuPy (with `tiles`)."""
+    """The kernel module of backend `name`; "cuda" runs on the emulated CuPy (with `tiles`),
+    "cuda-gpu" on the real one (its default tiles)."""
+    if name == "cuda-gpu":
+        import cupy
+        yield OnDevice(get_backend("cuda"), cupy.asarray, cupy.asnumpy)
+        return
     if name != "cuda":
         yield get_backend(name)
         return

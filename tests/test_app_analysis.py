@@ -1,5 +1,6 @@
 """app/analysis.py: the computations behind the views, called directly (no Streamlit): the label
-map's vectors and layout, the connectivity of a sparse head, memory analytic against measured."""
+map's vectors and layout, the connectivity of a sparse head, memory analytic against measured, the
+device a run trains on."""
 
 import numpy as np
 import pytest
@@ -65,3 +66,15 @@ def test_measured_memory_matches_the_analytic_estimate(head):
     m = analysis.measure_memory(cfg, 100, 1000)
     for part in analysis.PERSISTENT:
         assert m[part] == a[part], (part, m[part], a[part])
+
+
+def test_run_device_reads_the_device_records():
+    step = {"kind": "step", "step": 1}
+    gpu = {"kind": "device", "step": 0, "device": "cuda:0", "why": "torch and CuPy see a GPU"}
+    cpu = {"kind": "device", "step": 8, "device": "cpu", "why": "device='cpu' was asked"}
+    assert analysis.run_device([]) is None                                        # nothing recorded yet
+    assert analysis.run_device([step])[0] == "cpu"                                # before device records
+    assert analysis.run_device([gpu, step]) == ("cuda:0", "torch and CuPy see a GPU")
+    assert analysis.run_device([gpu, step, cpu, step]) == ("cpu", "device='cpu' was asked (resumed; earlier parts on "
+                                                                  "cuda:0)")
+    assert analysis.run_device([gpu, step, gpu]) == ("cuda:0", "torch and CuPy see a GPU")

@@ -21,7 +21,8 @@ def test_job_records_reach_the_store_and_stop_is_quick(tiny, tmp_path):
     job = reg.start(cfg, ds)
     try:
         assert wait_for(lambda: len(job.run.records()) >= 5)
-        first = job.run.records()[0]
+        where, first = job.run.records()[:2]
+        assert where["kind"] == "device" and where["device"] == "cpu"
         assert first["kind"] == "eval" and first["step"] == 0            # the first point comes at once
         with pytest.raises(JobLimitError, match="at most 1"):
             reg.start(cfg, ds)

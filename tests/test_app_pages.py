@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from engine import TrainConfig, load_dataset, save_dataset
+from engine import RunStore, TrainConfig, load_dataset, save_dataset
 
+from app import sidebar
 from app.jobs import JobRegistry, read_status
 from app.settings import CONTROLLED
 from apptest import (app, app_env, assert_clean, assert_error_box, finished_dst_run, import_config, own_runs_dir, page,  # noqa: F401
@@ -107,6 +108,45 @@ def test_train_page_starts_and_stops_a_run(runs_dir):
     at.run()
     assert_clean(at)
     assert any("stopped" in m.value for m in at.markdown)
+
+
+def test_without_a_gpu_the_sidebar_says_why_and_offers_no_device(monkeypatch):
+    monkeypatch.setattr(sidebar, "gpu_status", lambda: (False, "torch sees no GPU (test)"))
+    at = app(device="cuda")                                 # a link from a GPU machine changes nothing
+    assert_clean(at)
+    assert [shown(c.value) for c in at.sidebar.caption if c.value.startswith("Trains on the CPU")] == \
+        ["Trains on the CPU: torch sees no GPU (test)"]
+    assert not [w for w in at.sidebar.radio if w.key == "device"]
+    assert at.session_state["device"] == "auto"
+
+
+def test_with_a_gpu_the_sidebar_offers_the_device(monkeypatch):
+    monkeypatch.setattr(sidebar, "gpu_status", lambda: (True, "fake GPU"))
+    at = app()
+    assert_clean(at)
+    assert at.radio(key="device").options == ["auto", "cpu", "cuda"] and at.radio(key="device").value == "auto"
+    assert not [c for c in at.sidebar.caption if c.value.startswith("Trains on the CPU")]
+    at.radio(key="device").set_value("cpu").run()
+    assert_clean(at)
+    assert at.session_state["device"] == "cpu"
+    at = page(at, "train").selectbox(key="preset").set_value("fixed fan-in").run()    # a recipe, not a machine
+    assert_clean(at)
+    assert at.session_state["head"] == "fixed_fanin" and at.session_state["device"] == "cpu"
+
+
+def test_train_page_shows_the_device_a_run_trains_on(own_runs_dir):
+    store = RunStore(own_runs_dir)
+    step = {"kind": "step", "step": 1, "epoch": 1, "loss": 0.5, "step_time": 0.01}
+    new, old = store.create(TrainConfig.of(epochs=1)), store.create(TrainConfig.of(epochs=2))
+    new.append({"kind": "device", "step": 0, "device": "cuda:0", "why": "torch and CuPy see a fake GPU"})
+    for run in (new, old):
+        run.append(step)
+    at = page(app(run=new.path.name), "train")
+    assert_clean(at)
+    assert "Device: **cuda:0** · torch and CuPy see a fake GPU" in [shown(c.value) for c in at.main.caption]
+    at = page(app(run=old.path.name), "train")
+    assert_clean(at)
+    assert any(shown(c.value).startswith("Device: **cpu** · recorded before device records") for c in at.main.caption)
 
 
 def test_train_page_shows_bad_settings_as_an_error():

@@ -21,7 +21,7 @@ from engine.heads import cuda as C
 from engine.heads import group_shared as GS
 from engine.heads import reference as R
 
-from checks import close as _close
+from checks import check_op, close as _close
 from fake_cupy import DevArray, FakeRawModule, dev, emulated_cuda
 
 
@@ -132,6 +132,13 @@ def test_gpu_benchmark_validation_runs_on_the_emulator(fake, capsys):
     fake.asnumpy = np.asarray
     bench_gpu.validate(C, fake, device="cpu", shape=(5, 20, 23, 3, 7))
     assert "All results match" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("op", ["layer", "bce", "topk"])
+def test_the_real_gpu_glue_of_check_op_runs_on_the_emulator(fake, op):
+    # backend "cuda-gpu" (what `make gpu-check` runs on a GPU): CuPy's asarray in, asnumpy out
+    fake.asnumpy = lambda a: np.asarray(a).view(np.ndarray)
+    check_op(op, "cuda-gpu", (9, 13, 4, 5, 3, 11), np.float32)
 
 
 def test_gpu_benchmark_without_gpu_says_why(monkeypatch):

@@ -46,8 +46,9 @@ def config(**kw):
 
 
 def strip(records):
-    """Records without their wall-clock timings (the only fields that may differ between runs)."""
-    return [{k: v for k, v in r.items() if not k.endswith("_time")} for r in records]
+    """Records without what the machine decides: wall-clock timings, and the device records that say
+    where each part of a run trained (Trainer.recorded writes them; run() yields none)."""
+    return [{k: v for k, v in r.items() if not k.endswith("_time")} for r in records if r["kind"] != "device"]
 
 
 def consume(trainer, run, limit=None):

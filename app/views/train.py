@@ -25,9 +25,10 @@ teaching.intro(
 
 
 def apply_preset():
-    """Callback: every control to the chosen preset (the defaults and the preset's own settings)."""
+    """Callback: every control of the recipe (all but the device) to the chosen preset (the defaults
+    and the preset's own settings)."""
     if ss.get("preset") in PRESETS:
-        ss.update({name: settings.default(name) for name in settings.CONTROLLED})
+        ss.update({name: settings.default(name) for name in settings.RECIPE})
         ss.update(PRESETS[ss["preset"]])
 
 
@@ -170,6 +171,9 @@ def live_view(run_id):
     total = info.get("total_steps")
     st.markdown(f"**{text.md(run_id)}** · {state} · step {last_step:,}" + (f" of {total:,}" if total else "") +
                 f" · {len(steps)} steps, {len(evals)} evaluations recorded")
+    device = analysis.run_device(records)
+    if device:
+        st.caption(f"Device: **{text.md(device[0])}** · {text.md(device[1])}")
     if info.get("error"):
         st.error(f"The run failed: {text.md(info['error'])}")
     if evals:

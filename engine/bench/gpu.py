@@ -106,24 +106,11 @@ def validate(cu, cp, device="cuda", shape=VALIDATE_SHAPE):
     print("All results match")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m engine.bench.gpu", description=__doc__.split("\n")[0])
-    for name, v in (("B", B), ("d", d), ("L", L), ("m", m), ("k", k), ("K", K), ("iters", iters)):
-        ap.add_argument(f"--{name}", type=int, default=v)
-    a = ap.parse_args(argv)
+def kernel_rows(cu, cp, Bn=B, dn=d, Ln=L, mn=m, kn=k, Kn=K, n_iters=iters):
+    """[(op, provider, ms, GB/s, GFLOP/s)]: each kernel of the cuda backend (engine/heads/cuda.py,
+    on CuPy `cp`) and its torch counterparts at shape (B, d, L, m, k), float32, on the GPU."""
     import torch
     import torch.nn.functional as F
-    from ..heads import cuda as cu
-    ok, why = cu.available()
-    if not ok or not torch.cuda.is_available():
-        raise SystemExit(f"engine.bench.gpu needs a GPU with CuPy and torch CUDA: {why}; "
-                         f"torch.cuda.is_available() = {torch.cuda.is_available()}")
-    cp = cu._cupy()
-    print(f"device: {torch.cuda.get_device_name()}, {why}")
-    print("validating every kernel against the float64 reference (B, d, L, m, k = %s):" % (VALIDATE_SHAPE,))
-    validate(cu, cp)
-
-    Bn, dn, Ln, mn, kn = a.B, a.d, a.L, a.m, a.k
     G = -(-Ln // mn)
     X, idx, W, bias, indptr, indices = make(Bn, dn, Ln, mn, kn, seed, "cuda")
     cX, cidx, cW, cb, cptr, cind = (cp.from_dlpack(t) for t in (X, idx, W, bias, indptr, indices))
@@ -139,7 +126,7 @@ def main(argv=None):
     Y[torch.repeat_interleave(torch.arange(Bn, device="cuda"), indptr.diff().long()), indices.long()] = 1
 
     def time_ms(fn):
-        return cuda_time_ms(fn, warmup, a.iters)
+        return cuda_time_ms(fn, warmup, n_iters)
 
     f4, nnz = 4, Bn * Ln * kn
     xg = Bn * G * kn * f4                                                  # gathered X, once per group
@@ -174,14 +161,32 @@ def main(argv=None):
         lin.zero_grad(set_to_none=True)
         (F.binary_cross_entropy_with_logits(lin(Xg), Y, reduction="sum") / Bn).backward()
     row("fused loss", "nn.Linear + BCE", time_ms(linear_loss), 4 * zb + 2 * Ln * dn * f4, 6 * Bn * Ln * dn)
-    row(f"top-{a.K}", "cuda", time_ms(lambda: cu.group_shared_topk(cX, cidx, cW, cb, a.K, None, Ln)), xg + wb, 2 * nnz)
-    row(f"top-{a.K}", "nn.Linear + topk", time_ms(lambda: torch.topk(lin(X), a.K, dim=1)),
+    row(f"top-{Kn}", "cuda", time_ms(lambda: cu.group_shared_topk(cX, cidx, cW, cb, Kn, None, Ln)), xg + wb, 2 * nnz)
+    row(f"top-{Kn}", "nn.Linear + topk", time_ms(lambda: torch.topk(lin(X), Kn, dim=1)),
         2 * zb + Ln * dn * f4, 2 * Bn * Ln * dn)
+    return rows_out
 
-    print(f"\nB={Bn} d={dn} L={Ln} m={mn} k={kn} (G={G}), float32, mean of {a.iters} runs; "
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m engine.bench.gpu", description=__doc__.split("\n")[0])
+    for name, v in (("B", B), ("d", d), ("L", L), ("m", m), ("k", k), ("K", K), ("iters", iters)):
+        ap.add_argument(f"--{name}", type=int, default=v)
+    a = ap.parse_args(argv)
+    import torch
+    from ..heads import cuda as cu
+    ok, why = cu.available()
+    if not ok or not torch.cuda.is_available():
+        raise SystemExit(f"engine.bench.gpu needs a GPU with CuPy and torch CUDA: {why}; "
+                         f"torch.cuda.is_available() = {torch.cuda.is_available()}")
+    cp = cu._cupy()
+    print(f"device: {torch.cuda.get_device_name()}, {why}")
+    print("validating every kernel against the float64 reference (B, d, L, m, k = %s):" % (VALIDATE_SHAPE,))
+    validate(cu, cp)
+    rows = kernel_rows(cu, cp, a.B, a.d, a.L, a.m, a.k, a.K, a.iters)
+    print(f"\nB={a.B} d={a.d} L={a.L} m={a.m} k={a.k} (G={-(-a.L // a.m)}), float32, mean of {a.iters} runs; "
           f"GB/s from the bytes each kernel must move, GFLOP/s from its arithmetic")
     print(f"{'op':14s} {'provider':18s} {'ms':>9s} {'GB/s':>9s} {'GFLOP/s':>9s}")
-    for op, prov, ms, gbs, gfs in rows_out:
+    for op, prov, ms, gbs, gfs in rows:
         print(f"{op:14s} {prov:18s} {ms:9.3f} {gbs:9.1f} {gfs:9.1f}")
     return 0
 

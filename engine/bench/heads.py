@@ -42,7 +42,8 @@ from ..guard import available_bytes
 from ..heads import cpu
 from ..memory import step_memory
 from .probe import measure_memory, probe_spec
-from .providers import FUSED, PROVIDERS, is_fused, label_name, make_provider, prefix, provider_shape, random_labels
+from .providers import (DENSE, FUSED, PROVIDERS, is_fused, label_name, make_provider, prefix, provider_shape,
+                        random_labels)
 from .roofline import floors, machine_peaks
 from .timing import make_step, time_fwd_bwd, time_step
 from .validation import validate, validate_loss
@@ -54,9 +55,10 @@ BUDGET_S = 10.0                                 # a measurement stops repeating 
 
 def run_heads_bench(batch=256, in_features=512, n_labels=100_000, fanin=32, group_size=32,
                     repeats=5, progress=True, seed=0, providers=PROVIDERS, step=False,
-                    labels_per_row=5, skip=None, bar=None, budget_s=None):
+                    labels_per_row=5, skip=None, bar=None, budget_s=None, device="cpu"):
     """Validate, then time forward and forward+backward of each provider at one shape (and the
-    full training step with Adam when `step`).
+    full training step with Adam when `step`), on `device` ("cuda": the sparse heads on the cuda
+    backend); `providers` may include FLOP_MATCHED, nn.Linear(k, L).
 
     Returns one dict per provider: provider, forward_s, fwd_bwd_s, step_s (None unless step),
     ratio_to_dense (nn.Linear's fwd_bwd_s / this one's; None without nn.Linear), max_rel_err
@@ -66,11 +68,13 @@ def run_heads_bench(batch=256, in_features=512, n_labels=100_000, fanin=32, grou
     then has None times and `skipped`)."""
     B, d, L, k, m = batch, in_features, n_labels, fanin, group_size
     skip = skip or {}
+    device = torch.device(device)
+    backend = "cuda" if device.type == "cuda" else "cpu"
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, d, generator=gen)
+    x = torch.randn(B, d, generator=gen).to(device)
     indptr, labels = random_labels(B, L, labels_per_row, seed)
     Lv = min(L, VALIDATE_LABELS)
-    dz_v = torch.randn(B, Lv, generator=gen)
+    dz_v = torch.randn(B, Lv, generator=gen).to(device)
     per = 2 * (repeats + 1) + (repeats + 1 if step else 0) + 1
     own_bar = bar is None
     if own_bar:
@@ -87,9 +91,9 @@ def run_heads_bench(batch=256, in_features=512, n_labels=100_000, fanin=32, grou
             bar.update(per)
             continue
         bar.set_postfix_str(f"L={L:,} {shown}")
-        head = make_provider(name, d, L, k, m, seed)
-        if name != "nn.Linear":
-            sub = head if Lv == L else prefix(head, Lv)
+        head = make_provider(name, d, L, k, m, seed, backend).to(device)
+        if name not in DENSE:
+            sub = head if Lv == L else prefix(head, Lv).to(device)
             row["max_rel_err"] = validate(shown, sub, x, dz_v[:, :sub.n_labels])
             if is_fused(sub):
                 row["max_rel_err"] = max(row["max_rel_err"], validate_loss(shown, sub, x, indptr, labels))
@@ -101,7 +105,8 @@ def run_heads_bench(batch=256, in_features=512, n_labels=100_000, fanin=32, grou
         def dz_like():                                                 # dZ in the output's layout
             if "g" not in like:
                 with torch.no_grad():
-                    like["g"] = torch.empty_like(head(x)).normal_(generator=torch.Generator().manual_seed(seed + 1))
+                    draw = torch.Generator().manual_seed(seed + 1)           # on the CPU, then moved
+                    like["g"] = torch.empty_like(head(x), device="cpu").normal_(generator=draw).to(device)
             return like["g"]
 
         (row["forward_s"], n1), (row["fwd_bwd_s"], n2) = time_fwd_bwd(head, xr, dz_like, repeats, bar.update,

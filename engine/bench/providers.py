@@ -1,14 +1,16 @@
 """The benchmark's providers: one output layer four ways, at the same shape and seed.
 
-    nn.Linear      dense (L, d) weight (DenseHead): the baseline every ratio is taken against
-    torch.sparse   a CSR weight with the same L·k nonzeros as the fixed fan-in head,
-                   torch.sparse.addmm forward, gradient for the nonzero values
-    fixed fan-in   GroupSharedHead(group_size=1), cpu backend
-    group-shared   GroupSharedHead(group_size=m), cpu backend
+    nn.Linear        dense (L, d) weight (DenseHead): the baseline every ratio is taken against
+    torch.sparse     a CSR weight with the same L·k nonzeros as the fixed fan-in head,
+                     torch.sparse.addmm forward, gradient for the nonzero values
+    fixed fan-in     GroupSharedHead(group_size=1), cpu backend (or `backend`)
+    group-shared     GroupSharedHead(group_size=m), cpu backend (or `backend`)
+    nn.Linear(k, L)  FLOP_MATCHED, not in PROVIDERS: a dense (L, k) weight on the first k inputs,
+                     the sparse heads' B·L·k multiply-adds as one dense GEMM (the GPU check's bar)
 
-The sparse heads (FUSED) train with the fused loss; nn.Linear and torch.sparse with the unfused
-one against dense (B, L) targets. Also here: the fixed random label batch of a step, and each
-provider's shape in the memory model (engine.memory).
+The sparse heads (FUSED) train with the fused loss; the dense ones and torch.sparse with the
+unfused one against dense (B, L) targets. Also here: the fixed random label batch of a step, and
+each provider's shape in the memory model (engine.memory).
 """
 
 import warnings
@@ -24,6 +26,8 @@ from ..memory import HeadShape, head_shape
 PROVIDERS = ("nn.Linear", "torch.sparse", "fixed fan-in", "group-shared")
 FUSED = ("fixed fan-in", "group-shared")
 MODEL_HEADS = {"nn.Linear": "dense", "fixed fan-in": "fixed_fanin", "group-shared": "group_shared"}
+FLOP_MATCHED = "nn.Linear(k, L)"
+DENSE = ("nn.Linear", FLOP_MATCHED)              # no sparse structure to validate against a dense emulation
 
 
 class TorchSparseHead(nn.Module):
@@ -47,21 +51,36 @@ class TorchSparseHead(nn.Module):
         return torch.sparse.addmm(self.bias.unsqueeze(1).expand(self.n_labels, B), W, h.t()).t()
 
 
-def make_provider(name, in_features, n_labels, fanin, group_size, seed=0):
-    """The head of provider `name` (one of PROVIDERS) at this shape; the same seed gives the
-    same head in every process (the memory probes rebuild it)."""
+class FlopMatchedHead(nn.Module):
+    """nn.Linear(k, L) on the first k of the d inputs: as many multiply-adds as a fan-in-k head."""
+
+    def __init__(self, in_features, n_labels, fanin):
+        super().__init__()
+        self.in_features, self.n_labels, self.fanin = in_features, n_labels, fanin
+        self.linear = nn.Linear(fanin, n_labels)
+
+    def forward(self, h):                                              # (B, d) -> (B, L)
+        return self.linear(h[:, :self.fanin])
+
+
+def make_provider(name, in_features, n_labels, fanin, group_size, seed=0, backend="cpu"):
+    """The head of provider `name` (one of PROVIDERS, or FLOP_MATCHED) at this shape, on the CPU;
+    the sparse heads run on `backend`. The same seed gives the same head in every process (the
+    memory probes rebuild it)."""
     d, L, k, m = in_features, n_labels, fanin, group_size
     torch.manual_seed(seed)
     if name == "nn.Linear":
         return DenseHead(d, L)
+    if name == FLOP_MATCHED:
+        return FlopMatchedHead(d, L, k)
     if name == "torch.sparse":
         ffi = GroupSharedHead(d, L, k, group_size=1, seed=seed, backend="cpu")
         return TorchSparseHead(ffi.idx, ffi.weight, ffi.bias, L, d)
     if name == "fixed fan-in":
-        return GroupSharedHead(d, L, k, group_size=1, seed=seed, backend="cpu")
+        return GroupSharedHead(d, L, k, group_size=1, seed=seed, backend=backend)
     if name == "group-shared":
-        return GroupSharedHead(d, L, k, group_size=m, seed=seed + 1, backend="cpu")
-    raise ValueError(f"unknown provider {name!r}; choose from {PROVIDERS}")
+        return GroupSharedHead(d, L, k, group_size=m, seed=seed + 1, backend=backend)
+    raise ValueError(f"unknown provider {name!r}; choose from {PROVIDERS + (FLOP_MATCHED,)}")
 
 
 def provider_shape(name, in_features, n_labels, fanin, group_size):
@@ -108,7 +127,7 @@ def prefix(head, n):
 def nonzeros(head):
     """(rows (nnz,), cols (nnz,), weight values (nnz,) getter, its grad getter) of a sparse head."""
     if isinstance(head, TorchSparseHead):
-        rows = torch.repeat_interleave(torch.arange(head.n_labels), head.crow.diff())
+        rows = torch.repeat_interleave(torch.arange(head.n_labels, device=head.crow.device), head.crow.diff())
         return rows, head.col, lambda: head.values, lambda: head.values.grad
     G, m, k = head.weight.shape
     L = head.n_labels
@@ -127,10 +146,11 @@ def random_labels(batch, n_labels, per_row=5, seed=0):
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), np.concatenate(rows).astype(np.int64)
 
 
-def dense_labels(indptr, labels, n_labels):
-    """(B, L) float32 0/1 targets from the CSR batch (what the unfused loss needs every step)."""
+def dense_labels(indptr, labels, n_labels, device=None):
+    """(B, L) float32 0/1 targets from the CSR batch (what the unfused loss needs every step), on
+    `device` (default the CPU)."""
     B = len(indptr) - 1
-    y = torch.zeros(B, n_labels)
-    rows = torch.from_numpy(np.repeat(np.arange(B), np.diff(indptr)))
-    y[rows, torch.from_numpy(labels)] = 1.0
+    y = torch.zeros(B, n_labels, device=device)
+    rows = torch.from_numpy(np.repeat(np.arange(B), np.diff(indptr))).to(y.device)
+    y[rows, torch.from_numpy(labels).to(y.device)] = 1.0
     return y

@@ -5,6 +5,8 @@
 
 A measurement repeats `repeats` times after one warm-up run, fewer (at least one) once its timed
 runs add up to budget_s seconds; `tick(n)` advances a progress bar by the runs done (or skipped).
+On a GPU each time is taken after the device's queued work is done (`clock`); a step ends with
+`loss.item()`, which waits for it.
 """
 
 import time
@@ -30,12 +32,25 @@ def median(f, repeats, tick, budget_s=None):
     return float(np.median(times[1:])), len(times) - 1
 
 
+def clock(device):
+    """Seconds now (perf_counter), once the work queued on `device` is done (CUDA runs asynchronously)."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def now():
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return now
+
+
 def time_fwd_bwd(head, x, dz_like, repeats, tick, budget_s=None):
     """((forward median, runs), (forward + backward median, runs)); the backward gets dz_like()."""
+    now = clock(x.device)
+
     def fwd():
-        t0 = time.perf_counter()
+        t0 = now()
         Z = head(x)
-        t = time.perf_counter() - t0
+        t = now() - t0
         del Z
         return t
 
@@ -44,10 +59,10 @@ def time_fwd_bwd(head, x, dz_like, repeats, tick, budget_s=None):
         for p in head.parameters():
             p.grad = None
         x.grad = None
-        t0 = time.perf_counter()
+        t0 = now()
         Z = head(x)
         Z.backward(g)
-        t = time.perf_counter() - t0
+        t = now() - t0
         del Z
         return t
     return median(fwd, repeats, tick, budget_s), median(fwd_bwd, repeats, tick, budget_s)
@@ -66,7 +81,7 @@ def make_step(head, x, indptr, labels, lr=1e-3):
         if fused:
             loss = fused_bce_loss(x, head, indptr, labels)
         else:
-            y = dense_labels(indptr, labels, L)                        # (B, L), as XMCModel.loss
+            y = dense_labels(indptr, labels, L, x.device)              # (B, L), as XMCModel.loss
             loss = F.binary_cross_entropy_with_logits(head(x), y, reduction="sum") / B
         loss.backward()
         opt.step()

@@ -36,10 +36,11 @@ def validate(name, head, x, dz, rtol=1e-4):
     Raises AssertionError naming the provider, the tensor, the worst index, both values and
     the max difference; returns the largest error relative to each tensor's magnitude."""
     rows, cols, values, grad = nonzeros(head)
+    rows, cols = rows.to(x.device), cols.to(x.device)
     with torch.no_grad():
-        Wd = torch.zeros(head.n_labels, head.in_features, dtype=x.dtype)
+        Wd = torch.zeros(head.n_labels, head.in_features, dtype=x.dtype, device=x.device)
         Wd[rows, cols] = values().detach()
-        bias = head.bias.detach() if head.bias is not None else torch.zeros(head.n_labels)
+        bias = head.bias.detach() if head.bias is not None else torch.zeros(head.n_labels, device=x.device)
         want = {"Z": torch.addmm(bias, x, Wd.t()), "dX": dz @ Wd,
                 "dW": (dz.t() @ x)[rows, cols], "dbias": dz.sum(0)}
         del Wd
@@ -71,7 +72,8 @@ def validate_loss(name, head, x, indptr, labels, rtol=1e-4):
         if fused:
             loss = fused_bce_loss(xg, head, ip, lab)
         else:
-            loss = F.binary_cross_entropy_with_logits(head(xg), dense_labels(ip, lab, L), reduction="sum") / B
+            loss = F.binary_cross_entropy_with_logits(head(xg), dense_labels(ip, lab, L, x.device),
+                                                      reduction="sum") / B
         loss.backward()
         out.update(loss=loss.detach(), dh=xg.grad, dW=head.weight.grad, dbias=head.bias.grad)
     for p in head.parameters():

@@ -130,14 +130,16 @@ class MachHead(nn.Module):
         hashes to it. Y: scipy sparse or dense (N, L), nonzero = true."""
         rows, labels = _label_pairs(Y, self.n_labels)
         N, R, B = Y.shape[0], self.n_reps, self.n_buckets
-        T = torch.zeros(N, R * B, dtype=dtype)
-        flat = self.bucket_of[:, labels].T + torch.arange(R) * B           # (nnz, R) in [0, R·B)
+        dev = self.bucket_of.device
+        rows, labels = rows.to(dev), labels.to(dev)
+        T = torch.zeros(N, R * B, dtype=dtype, device=dev)
+        flat = self.bucket_of[:, labels].T + torch.arange(R, device=dev) * B   # (nnz, R) in [0, R·B)
         T[rows[:, None].expand_as(flat), flat] = 1
         return T.view(N, R, B)
 
     def loss(self, logits, Y):
         """BCE with logits over all buckets and reps, summed, averaged over the batch."""
-        T = self.bucket_targets(Y, logits.dtype).to(logits.device)
+        T = self.bucket_targets(Y, logits.dtype)
         if T.shape != logits.shape:
             raise ValueError(f"logits have shape {tuple(logits.shape)}, targets {tuple(T.shape)}")
         return F.binary_cross_entropy_with_logits(logits, T, reduction="sum") / max(logits.shape[0], 1)
@@ -151,15 +153,15 @@ class MachHead(nn.Module):
             return
         rows, labels = _label_pairs(Y_train, self.n_labels)
         N, R, B = Y_train.shape[0], self.n_reps, self.n_buckets
-        flat = (self.bucket_of[:, labels].T + torch.arange(R) * B).numpy()   # (nnz, R)
+        flat = (self.bucket_of.cpu()[:, labels].T + torch.arange(R) * B).numpy()   # (nnz, R)
         key = np.unique(rows.numpy()[:, None] * (R * B) + flat)              # distinct (point, bucket)
         n = np.bincount(key % (R * B), minlength=R * B).astype(np.float64)
         p = (n + 0.5) / (N + 1)
-        self.bias.copy_(torch.from_numpy(np.log(p / (1 - p))))
+        self.bias.copy_(torch.from_numpy(np.log(p / (1 - p))).to(self.bias.device))
 
     def scores(self, logits):
         """Decoded label scores (N, L): the mean over reps of the sigmoid of the label's bucket."""
-        return decode(torch.sigmoid(logits), self.bucket_of, torch.arange(self.n_labels))
+        return decode(torch.sigmoid(logits), self.bucket_of, torch.arange(self.n_labels, device=logits.device))
 
     @torch.no_grad()
     def topk(self, h, k, chunk_elems=DECODE_CHUNK):
@@ -189,10 +191,10 @@ def decoded_topk(probs, bucket_of, k, chunk_elems=DECODE_CHUNK):
     are merged with the k best so far, (N, 2k). Prior validation is assumed (1 <= k <= L)."""
     N, L = probs.shape[0], bucket_of.shape[1]
     step = max(k, chunk_elems // max(N, 1))
-    best_s = torch.full((N, 0), -1.0, dtype=probs.dtype)
-    best_i = torch.zeros((N, 0), dtype=torch.int64)
+    best_s = torch.full((N, 0), -1.0, dtype=probs.dtype, device=probs.device)
+    best_i = torch.zeros((N, 0), dtype=torch.int64, device=probs.device)
     for l0 in range(0, L, step):
-        labels = torch.arange(l0, min(L, l0 + step))
+        labels = torch.arange(l0, min(L, l0 + step), device=probs.device)
         chunk_s, chunk_i = torch.topk(decode(probs, bucket_of, labels), min(k, len(labels)), dim=1)
         s, i = torch.cat([best_s, chunk_s], 1), torch.cat([best_i, chunk_i + l0], 1)   # (N, <= 2k)
         best_s, pos = torch.topk(s, min(k, s.shape[1]), dim=1)
