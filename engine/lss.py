@@ -257,15 +257,16 @@ class LearnedHashIndex:
     # -- training --------------------------------------------------------------------------
 
     def fit(self, W, H_train=None, Y_train=None, bias=None, epochs=5, lr=0.01, batch_size=512,
-            n_negatives=1024, neg_weight=20.0, max_pairs=None, verbose=False):
+            n_negatives=1024, neg_weight=20.0, max_pairs=None, verbose=False, device="cpu"):
         """Learn the hash functions from (query, true label) pairs, then build the tables.
 
         W (L, d) label vectors, bias (L,) or None; H_train (N, d) the hidden layer of training
         points and Y_train (N, L) scipy sparse their labels. epochs=0 (or H_train None) keeps the
         random Gaussian projections: plain SimHash. Each step takes `batch_size` positive pairs
         and `n_negatives` labels drawn uniformly; neg_weight is λ above (larger: fewer
-        candidates, lower recall). max_pairs caps the pairs used per epoch (None: all).
-        Returns self."""
+        candidates, lower recall). max_pairs caps the pairs used per epoch (None: all). The hash
+        functions learn on `device` (a trained model's: XMCModel.device), drawing their batches and
+        negatives from the same CPU generator there as here. Returns self."""
         W = _as_matrix("W", W)
         L, d = W.shape
         b = _as_bias(bias, L)
@@ -287,22 +288,22 @@ class LearnedHashIndex:
         proj = torch.randn(T, K, d + 2, generator=gen)                     # SimHash
         offset = torch.zeros(T, K)
         self.history = []
-        X_lab = torch.from_numpy(label_vectors(W, b))                      # (L, d+2)
         if learn:
-            X_q = torch.from_numpy(query_vectors(H_train))                 # (N, d+2)
-            proj, offset = self._train(proj, offset, X_lab, X_q, _positive_pairs_matrix(Y_train),
-                                       epochs, lr, batch_size, n_negatives, neg_weight, max_pairs,
-                                       gen, verbose)
-        self.proj = proj.numpy().astype(np.float32)
-        self.offset = offset.numpy().astype(np.float32)
+            X_lab = torch.from_numpy(label_vectors(W, b)).to(device)                   # (L, d+2)
+            X_q = torch.from_numpy(query_vectors(H_train)).to(device)                  # (N, d+2)
+            proj, offset = self._train(proj.to(device), offset.to(device), X_lab, X_q,
+                                       _positive_pairs_matrix(Y_train), epochs, lr, batch_size, n_negatives,
+                                       neg_weight, max_pairs, gen, verbose)
+        self.proj = proj.cpu().numpy().astype(np.float32)
+        self.offset = offset.cpu().numpy().astype(np.float32)
         self._build(W, b)
         return self
 
     def _train(self, proj, offset, X_lab, X_q, Y, epochs, lr, batch_size, n_negatives, neg_weight,
                max_pairs, gen, verbose):
-        L = X_lab.shape[0]
-        rows = torch.from_numpy(np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr)))
-        labels = torch.from_numpy(Y.indices.astype(np.int64))
+        L, dev = X_lab.shape[0], X_lab.device
+        rows = torch.from_numpy(np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))).to(dev)
+        labels = torch.from_numpy(Y.indices.astype(np.int64)).to(dev)
         proj, offset = proj.clone().requires_grad_(), offset.clone().requires_grad_()
         opt = torch.optim.Adam([proj, offset], lr=lr)
 
@@ -321,10 +322,10 @@ class LearnedHashIndex:
                 order = order[:max_pairs]
             total, n = 0.0, 0
             for s in range(0, order.numel(), batch_size):
-                pick = order[s:s + batch_size]
+                pick = order[s:s + batch_size].to(dev)
                 u = soft(X_q[rows[pick]])                                  # (B, T, K)
                 v = soft(X_lab[labels[pick]])                              # (B, T, K)
-                neg = soft(X_lab[torch.randint(0, L, (n_negatives,), generator=gen)])   # (M, T, K)
+                neg = soft(X_lab[torch.randint(0, L, (n_negatives,), generator=gen).to(dev)])   # (M, T, K)
                 hit = -torch.log((-torch.expm1(log_miss(u, v))).clamp(min=1e-12))       # (B,)
                 # E_l Σ_t pc_t(q, l), l uniform: the expected bucket sizes summed over tables / L,
                 # a bound on the candidate share (union bound); exact in the soft codes
@@ -455,10 +456,11 @@ def compare_hash_indexes(model, dataset, n_tables=16, n_bits=8, fit_epochs=3, lr
                          seed=0, progress=None, verbose=False):
     """The same T×K hash index over a trained model's label vectors (XMCModel.label_vectors),
     untrained (SimHash: Gaussian hyperplanes, fit with 0 epochs) and learned from the training
-    points' (h, true label) pairs, each scoring only its candidates on the test split of
-    `dataset`. Both are fitted first, then timed (numba's idle threads slow torch down); exact
-    scoring h·Wᵀ + b of all L labels is run and timed once, after a warm-up, and shared by both
-    reports. progress(i, n, text) before each stage.
+    points' (h, true label) pairs (learned on the model's device), each scoring only its candidates
+    on the test split of `dataset`. Both are fitted first, then timed (numba's idle threads slow
+    torch down); exact scoring h·Wᵀ + b of all L labels is run and timed once, after a warm-up, and
+    shared by both reports. The race runs on the CPU, exact scoring included: the candidates'
+    search is numba's, and a fair race runs both on one device. progress(i, n, text) before each stage.
 
     Returns [SimHash row, learned row]: each a `report` dict (candidates, recall, P@1 and its
     share of exact P@1, times, speed-up, at k' = min(k, L)) with "index" its name and "fit_s"
@@ -474,7 +476,8 @@ def compare_hash_indexes(model, dataset, n_tables=16, n_bits=8, fit_epochs=3, lr
         step(1 + i, 5, f"building the {name} index")
         t0 = time.perf_counter()
         indexes[name] = LearnedHashIndex(n_tables, n_bits, seed=seed).fit(
-            W, H_train, dataset.Y_train, bias=b, epochs=epochs, lr=lr, neg_weight=neg_weight, verbose=verbose)
+            W, H_train, dataset.Y_train, bias=b, epochs=epochs, lr=lr, neg_weight=neg_weight, verbose=verbose,
+            device=model.device)
         fit_s[name] = time.perf_counter() - t0
     step(3, 5, f"exact scoring of all {W.shape[0]:,} labels")
     k = min(k, W.shape[0])
