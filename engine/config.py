@@ -39,6 +39,7 @@ GROUPED_HEADS = ("group_shared", "dense_sparse")          # heads whose labels s
 BACKENDS = ("auto", "cpu", "cuda")
 DEVICES = ("auto", "cpu", "cuda")                         # engine.device resolves them
 DST_MODES = ("none", "random", "gradient")
+LR_DECAYS = ("none", "linear", "cosine")
 
 
 def _metadata(help, label=None, *, low=None, high=None, above=None, below=None, choices=None, zero=None, ui=None):
@@ -306,6 +307,10 @@ class TrainConfig:
     batch_size: int = setting(256, "points per step", "batch size", low=1, ui=[32, 64, 128, 256, 512, 1024])
     lr: float = setting(3e-3, "Adam's learning rate", "learning rate", above=0.0,
                         ui=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    warmup: float = setting(0.0, "fraction of the steps over which the learning rate rises linearly from 0",
+                            "lr warm-up", low=0.0, below=1.0, zero="0 = none", ui=(0.0, 0.5))
+    decay: str = setting("none", "learning-rate decay after the warm-up: none, or linear / cosine to 0 at the "
+                         "last step", "lr decay", choices=LR_DECAYS)
     eval_every: int = setting(0, "steps between test evaluations", "evaluate every", low=0,
                               zero="0 = once per epoch", ui=(0, 10000))
     eval_k: int = setting(5, "metrics at k = 1, 3, ..., eval_k", "metrics up to k", low=1, high=1000)

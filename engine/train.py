@@ -6,7 +6,7 @@
 
 Device record: {"kind": "device", "step", "device", "why"}  where the run trains and why; the first
                record each time a run starts or resumes (Trainer.recorded)
-Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss"], "step_time"}
+Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss"], "lr", "step_time"}
 Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", "eval_time"}
 DST records:   {"kind": "dst", "step", ...}  one per dynamic-sparsity update (engine.dst)
 Error record:  {"kind": "error", "error": "divergence", "step", "epoch", "message"}  the last record of a
@@ -21,7 +21,10 @@ yields the same records as the uninterrupted run from that point.
 The loss is binary cross-entropy with logits against the sparse label matrix, summed over the
 labels and averaged over the batch:  loss = -(1/B) Σ_b Σ_l [y log σ(z) + (1-y) log(1-σ(z))],
 plus w_aux(t) · (the same over label clusters) with the auxiliary objective, where w_aux decays
-linearly from `aux` to 0 at the fraction `aux_until` of training.
+linearly from `aux` to 0 at the fraction `aux_until` of training. Adam's learning rate at step t
+(0-based) of T is lr · (t + 1) / W over the W = warmup · T warm-up steps, then lr · s(p) with
+p = (t - W) / (T - W) the progress after the warm-up and s = 1 (decay "none"), 1 - p ("linear") or
+(1 + cos πp) / 2 ("cosine"): a function of the step alone, so a resumed run goes on with it.
 The same config and seed give the same numbers on the CPU. On a GPU (device "cuda") the model is
 built on the CPU, so its initial weights are the CPU's, then moved; each step seeds the GPU's dropout
 generator from the trainer's own (CPU) RNG, so a GPU run too resumes with the same draws.
@@ -124,6 +127,15 @@ class Trainer:
     @property
     def total_steps(self):
         return self.steps_per_epoch * self.config.epochs
+
+    def lr_at(self, step):
+        """Adam's learning rate for the step after `step` steps (see the module docstring)."""
+        c = self.config
+        warm = c.warmup * self.total_steps
+        if step < warm:
+            return c.lr * (step + 1) / warm
+        p = (step - warm) / max(self.total_steps - warm, 1)
+        return c.lr * {"none": 1.0, "linear": 1.0 - p, "cosine": 0.5 * (1.0 + math.cos(math.pi * p))}[c.decay]
 
     def aux_weight(self):
         """w_aux(t): linear decay from `aux` to 0 at the fraction `aux_until` of training."""
@@ -248,11 +260,14 @@ class Trainer:
             raise DivergenceError(f"training diverged at step {self.step + 1} (epoch {self.epoch + 1}): loss is "
                                   f"{value}{' (' + ', '.join(f'{k} {v}' for k, v in bad.items()) + ')' if bad else ''}"
                                   f"; try a smaller lr than {self.config.lr:g} (the run's last good checkpoint, if any, is kept)")
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, **parts,
+        return {"kind": "step", "step": self.step, "epoch": self.epoch + 1, **parts, "lr": lr,
                 "step_time": time.perf_counter() - t0}
 
     def save_checkpoint(self, run):

@@ -84,7 +84,7 @@ def test_checkpoint_holds_optimizer_rng_and_counters_as_tensors(tiny, tmp_path):
 
 @pytest.mark.parametrize("settings", [
     dict(head="dense"),
-    dict(head="group_shared", eval_every=4),                      # checkpoints mid-epoch (7 steps/epoch)
+    dict(head="group_shared", eval_every=4, warmup=0.2, decay="cosine"),   # mid-epoch checkpoints (7 steps/epoch)
     dict(head="group_shared", groups="clustered", dst="random", dst_every=2, aux=0.5, aux_clusters=5),
     dict(head="mach", mach_buckets=12, mach_reps=2, dropout=0.5),
 ], ids=["dense", "mid-epoch", "dst-aux", "mach-dropout"])

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -240,3 +241,19 @@ def test_two_runs_in_the_same_second_get_distinct_ids(tmp_path):
     store = RunStore(tmp_path)
     assert store.create(config()).id != store.create(config()).id
     assert len(store.list()) == 2
+
+
+@pytest.mark.parametrize("decay", ["none", "linear", "cosine"])
+def test_the_learning_rate_warms_up_then_decays_by_the_step(tiny, decay):
+    # lr (t + 1) / W over the W warm-up steps, then lr · s(p): the step records say which lr each step took
+    trainer = Trainer(config(head="dense", epochs=4, lr=0.01, warmup=0.25, decay=decay), tiny)
+    T = trainer.total_steps
+    W = 0.25 * T
+    lrs = [r["lr"] for r in trainer.run() if r["kind"] == "step"]
+    assert len(lrs) == T and lrs[0] == pytest.approx(0.01 / W)
+    p = [(t - W) / (T - W) for t in range(T)]
+    s = {"none": lambda p: 1.0, "linear": lambda p: 1 - p, "cosine": lambda p: (1 + math.cos(math.pi * p)) / 2}[decay]
+    want = [0.01 * (t + 1) / W if t < W else 0.01 * s(p[t]) for t in range(T)]
+    assert lrs == pytest.approx(want)
+    assert max(lrs) == pytest.approx(0.01)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(want[-1])

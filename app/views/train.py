@@ -97,7 +97,8 @@ with st.container(border=True):
     c[0].selectbox("Preset", ["(custom)"] + list(PRESETS), key="preset", on_change=apply_preset,
                    help="sets the head and its settings in the sidebar, and the epochs")
     shown = [n for n in settings.PAGE if not (teaching.classroom() and n in settings.ADVANCED)]
-    for col, name in zip(c[1:] + (st.columns(5) if len(shown) > 4 else []), shown):
+    more_rows = -(-max(len(shown) - 4, 0) // 5)                         # the first row holds 4
+    for col, name in zip(c[1:] + [col for _ in range(more_rows) for col in st.columns(5)], shown):
         settings.control(col, name, persist_state="session")
 
 try:
