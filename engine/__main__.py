@@ -85,7 +85,7 @@ def resumed_trainer(args):
     else:
         trainer = Trainer(config)
     step = run.resume(trainer, rewrite_records=lead)
-    if step >= trainer.total_steps:
+    if trainer.finished:
         if lead:
             print(f"run {run.id} is complete ({step} of {trainer.total_steps} steps): nothing to resume")
         if args.distributed:

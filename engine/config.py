@@ -311,6 +311,11 @@ class TrainConfig:
                             "lr warm-up", low=0.0, below=1.0, zero="0 = none", ui=(0.0, 0.5))
     decay: str = setting("none", "learning-rate decay after the warm-up: none, or linear / cosine to 0 at the "
                          "last step", "lr decay", choices=LR_DECAYS)
+    val_fraction: float = setting(0.0, "share of the training points held out to validate on (never the test "
+                                  "split): the run ends with the weights of its best validation nDCG@5",
+                                  "validation split", low=0.0, below=1.0, zero="0 = none", ui=(0.0, 0.3))
+    patience: int = setting(0, "evaluations in a row without a better validation nDCG@5 after which training "
+                            "stops", "patience", low=0, zero="0 = every epoch is trained", ui=(0, 20))
     eval_every: int = setting(0, "steps between test evaluations", "evaluate every", low=0,
                               zero="0 = once per epoch", ui=(0, 10000))
     eval_k: int = setting(5, "metrics at k = 1, 3, ..., eval_k", "metrics up to k", low=1, high=1000)
@@ -323,6 +328,8 @@ class TrainConfig:
         if self.device == "cuda" and self.model.backend == "cpu":
             raise ConfigError("device='cuda' needs the 'cuda' or 'auto' backend, got backend='cpu' "
                               "(its numba kernels read host memory only)")
+        if self.patience and not self.val_fraction:
+            raise ConfigError(f"patience={self.patience} (early stopping) needs a validation split: val_fraction > 0")
         if self.dst != "none":
             if self.model.head.name not in SPARSE_HEADS:
                 raise ConfigError(f"dst needs a sparse head {SPARSE_HEADS}, got head={self.model.head.name!r}")

@@ -215,7 +215,7 @@ class DistributedTrainer(Trainer):
         if not independent(self.model):
             h = SumGradients.apply(h)
         aux_weight = self.aux_weight() if self.rank == 0 else 0.0
-        loss, parts = self.model.loss_of(h, self.dataset.Y_train[rows], aux_weight)
+        loss, parts = self.model.loss_of(h, self.Y_train[rows], aux_weight)
         keys = ["head_loss"] + (["aux_loss"] if self.model.aux is not None and self.aux_weight() > 0 else [])
         totals = wire(torch.tensor([parts.get(k, 0.0) for k in keys], dtype=torch.float64))
         dist.all_reduce(totals)
@@ -259,14 +259,17 @@ class DistributedTrainer(Trainer):
         return out
 
     def sharded_moments(self, tensors):
-        """{key: (dim, this rank's parameter)} of the Adam moments in `tensors` ("optim/<i>/<name>",
-        as Trainer.checkpoint_state names them) that are split over the ranks with their parameter."""
+        """{key: (dim, this rank's tensor)} of the trainer state in `tensors` that is split over the
+        ranks: Adam's moments ("optim/<i>/<name>", as Trainer.checkpoint_state names them) with their
+        parameter, the best weights ("best/<name>", engine.validation) with the model's state."""
         sharded = {f"optim/{i}/": (shard_dim(self.model, name), p)
                    for i, (name, p) in enumerate(self.model.named_parameters())
                    if shard_dim(self.model, name) is not None}
+        sharded.update({f"best/{name}": (shard_dim(self.model, name), t)
+                        for name, t in self.model.state_dict().items() if shard_dim(self.model, name) is not None})
         out = {}
         for key, t in tensors.items():
-            owner = sharded.get(key.rpartition("/")[0] + "/")
+            owner = sharded.get(key) or sharded.get(key.rpartition("/")[0] + "/")
             if owner is not None and t.dim():
                 out[key] = owner
         return out

@@ -15,8 +15,10 @@ put them in the last slots of a group). The model reads its L logits as
 Inputs. The head reads the network's hidden layer, not the raw features, so `group_index`
 takes a generic (L, d) label-by-input score matrix S: S = pifa(X, Y) when the head reads the
 features directly (d = D); S = pifa(H, Y) with H the hidden activations of the training points
-(the mean hidden vector of each label's positives) for a head on a hidden layer; any other
-(L, d) score (e.g. |W| of a trained dense layer) works the same way.
+(the mean hidden vector of each label's positives) for a head on a hidden layer, passed as
+PifaRows(H, Y) so that its rows are made a block of groups at a time, never all (L, d) at once
+(`centroid_index` does this for a model); any other (L, d) score (e.g. |W| of a trained dense
+layer) works the same way.
 """
 
 import types
@@ -32,6 +34,7 @@ from .errors import ConfigError
 from .heads.group_shared import random_index
 
 _CHUNK = 1 << 24            # elements of a temporary dense block (64 MB of float32)
+CENTROID_POINTS = 20_000    # at most the training points a model's centroid input sets are made from
 
 
 def _check_int(name, v, lo):
@@ -101,6 +104,30 @@ def pifa(X, Y, dense=True):
     S = S.astype(np.float32)
     S.eliminate_zeros()                                                # as a dense row would drop them
     return S.toarray() if dense else S
+
+
+class PifaRows:
+    """The dense PIFA embeddings pifa(X, Y) (L, d) of dense per-point vectors X (N, d), e.g. the
+    hidden activations H, made a block of labels at a time: `group_index` and `group_centroids`
+    take it as their scores and hold only the rows of one block of groups, never all L·d.
+
+    rows(labels) is pifa(X, Y)[labels], bit for bit (each label's row is its own sum). Holds X once
+    in float64 (pifa would convert it per call) and Y's columns (csc)."""
+
+    ndim = 2
+
+    def __init__(self, X, Y):
+        _check_xy(X, Y)
+        if not isinstance(X, np.ndarray):
+            raise ConfigError(f"X must be a dense ndarray (pifa(X, Y, dense=False) for sparse X), "
+                              f"got {type(X).__name__}")
+        self.X = np.asarray(X, np.float64)
+        self.Y = sp.csc_matrix(Y)
+        self.shape = (Y.shape[1], X.shape[1])
+
+    def rows(self, labels):
+        """(len(labels), d) float32: the PIFA rows of `labels`."""
+        return pifa(self.X, self.Y[:, labels])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,38 +502,66 @@ def balanced_groups(embeddings, group_size, seed=0, n_iter=10):
 # ---------------------------------------------------------------------------------------------
 # initial input sets
 
+def _is_scores(scores):
+    return (sp.issparse(scores) or isinstance(scores, (np.ndarray, PifaRows))) and scores.ndim == 2
+
+
 def _check_scores(groups, scores):
     if not isinstance(groups, LabelGroups):
         raise ConfigError(f"groups must be a LabelGroups, got {type(groups).__name__}")
-    if not (sp.issparse(scores) or isinstance(scores, np.ndarray)) or scores.ndim != 2:
-        raise ConfigError(f"scores must be a 2-d (n_labels, in_features) ndarray or scipy sparse "
-                          f"matrix, got {type(scores).__name__}")
+    if not _is_scores(scores):
+        raise ConfigError(f"scores must be a 2-d (n_labels, in_features) ndarray, scipy sparse "
+                          f"matrix or PifaRows, got {type(scores).__name__}")
     if scores.shape[0] != groups.n_labels:
         raise ConfigError(f"scores has {scores.shape[0]} rows, expected one per label ({groups.n_labels})")
+    if isinstance(scores, PifaRows):                                   # checked a block at a time
+        return scores
     if not np.isfinite(scores.data if sp.issparse(scores) else scores).all():
         raise ConfigError("scores contain NaN or inf")
     return sp.csr_matrix(scores) if sp.issparse(scores) else scores
 
 
-def _centroid_blocks(groups, scores, rows):
-    """Yield (g0, (r, d) float64 block of group centroids), `rows` groups at a time."""
+def _label_rows(scores, labels):
+    """Rows `labels` (ascending) of checked scores (ndarray, csr or PifaRows)."""
+    if not isinstance(scores, PifaRows):
+        return scores[labels]
+    S = scores.rows(labels)
+    if not np.isfinite(S).all():
+        raise ConfigError("scores contain NaN or inf")
+    return S
+
+
+def _groups_per_block(groups, scores):
+    """Groups of a centroid block: its (r, d) float64 centroids and the rows of scores its labels
+    read (r·m rows: d entries each if dense, the mean row's if sparse) each at most _CHUNK/4 entries."""
+    L, d = scores.shape
+    per_label = scores.nnz / max(L, 1) if sp.issparse(scores) else d
+    return max(1, min(_CHUNK // 4 // max(d, 1), int(_CHUNK // 4 // max(groups.group_size * per_label, 1))))
+
+
+def _centroid_blocks(groups, scores):
+    """Yield (g0, (r, d) float64 block of group centroids), _groups_per_block groups at a time: each
+    group's sum, in float64, of its labels' rows of scores in ascending label order. Only the
+    block's labels' rows are read (made, for PifaRows)."""
     G, m = groups.n_groups, groups.group_size
     lab = groups.label_of_slot.reshape(G, m)
+    rows = _groups_per_block(groups, scores)
     for g0 in range(0, G, rows):
         blk = lab[g0:g0 + rows]                                        # (r, m), -1 = padding
         r = blk.shape[0]
         g, j = np.nonzero(blk >= 0)
-        ind = sp.csr_matrix((np.ones(g.size), (g, blk[g, j])), shape=(r, groups.n_labels))
-        C = ind @ scores
+        labels, col = np.unique(blk[g, j], return_inverse=True)       # the block's labels, ascending
+        ind = sp.csr_matrix((np.ones(g.size), (g, col)), shape=(r, labels.size))
+        C = ind @ _label_rows(scores, labels)
         yield g0, np.asarray(C.toarray() if sp.issparse(C) else C, np.float64)
 
 
 def group_centroids(groups, scores):
-    """(G, d) float32: per group, the sum of its labels' rows of `scores` (L, d), dense or sparse.
-    Padding contributes nothing; a group of labels with zero rows has a zero centroid."""
+    """(G, d) float32: per group, the sum of its labels' rows of `scores` (L, d), dense, sparse or
+    PifaRows. Padding contributes nothing; a group of labels with zero rows has a zero centroid."""
     scores = _check_scores(groups, scores)
     out = np.empty((groups.n_groups, scores.shape[1]), np.float32)
-    for g0, C in _centroid_blocks(groups, scores, max(1, _CHUNK // 4 // max(scores.shape[1], 1))):
+    for g0, C in _centroid_blocks(groups, scores):
         out[g0:g0 + C.shape[0]] = C
     return out
 
@@ -549,8 +604,9 @@ def group_index(groups, scores, fanin, how="centroid", seed=0):
     """Each group's initial input set, (G, k) int32, rows sorted, distinct entries in [0, d).
 
     how="centroid": the k largest entries of the group's centroid (the sum of its labels' rows
-    of `scores`, an (L, d) label-by-input score matrix, dense or sparse), ties at random; the
-    centroids are made a block of groups at a time, never all (G, d) at once.
+    of `scores`, an (L, d) label-by-input score matrix, dense or sparse, or a PifaRows whose rows
+    are made as they are read), ties at random; the centroids are made a block of groups at a
+    time, never all (G, d) at once, from the rows of that block's labels only.
     how="random": k distinct inputs uniformly at random (only d = scores.shape[1] is used;
     `scores` may also be the int d).
     See the module docstring for which scores to use when the head reads a hidden layer.
@@ -565,7 +621,7 @@ def group_index(groups, scores, fanin, how="centroid", seed=0):
     if how == "random" and isinstance(scores, (int, np.integer)) and not isinstance(scores, bool):
         d = _check_int("in_features", scores, 1)
     else:
-        if not (sp.issparse(scores) or isinstance(scores, np.ndarray)) or scores.ndim != 2:
+        if not _is_scores(scores):
             raise ConfigError(f"scores must be a 2-d (n_labels, in_features) array, "
                               f"got {type(scores).__name__}")
         d = scores.shape[1]
@@ -576,7 +632,7 @@ def group_index(groups, scores, fanin, how="centroid", seed=0):
     scores = _check_scores(groups, scores)
     rng = np.random.default_rng(seed)
     out = np.empty((groups.n_groups, k), np.int32)
-    for g0, C in _centroid_blocks(groups, scores, max(1, _CHUNK // 4 // d)):
+    for g0, C in _centroid_blocks(groups, scores):                  # the rng's draws run on in order
         out[g0:g0 + C.shape[0]] = _top_k(C, k, rng)
     out.sort(axis=1)
     return out
@@ -612,15 +668,20 @@ def label_layout(config: ModelConfig, X, Y):
     slot_of_label[tail] = n_dense + tail_groups.slot_of_label
     return slot_of_label, cluster_of_label
 
+
 def centroid_index(H, Y, slot_of_label, n_dense, group_size, fanin, seed=0):
     """(G, k) input sets of a model's sparse part: the k largest entries of each group's centroid of
     PIFA embeddings of its labels in the space H the head reads.
 
     H: (n, d) the head's inputs of n training points (dense, or the sparse features with no encoder),
     Y: (n, L) their labels, slot_of_label: (L,) the model's slots (the n_dense dense slots first, then
-    G groups of group_size slots)."""
+    G groups of group_size slots).
+
+    group_index of pifa(H, Y) restricted to the groups' labels; for dense H the PIFA rows are made a
+    block of groups at a time (PifaRows), so the memory is H's float64 copy and one block, never the
+    (L, d) embeddings (engine.memory.centroid_index_memory); sparse H gives sparse PIFA rows."""
     tail = np.flatnonzero(slot_of_label >= n_dense)
     tail = tail[np.argsort(slot_of_label[tail])]
     groups = LabelGroups(len(tail), group_size, slot_of_label[tail] - n_dense)
-    scores = pifa(H, Y[:, tail], dense=not sp.issparse(H))
+    scores = pifa(H, Y[:, tail], dense=False) if sp.issparse(H) else PifaRows(H, Y[:, tail])
     return group_index(groups, scores, fanin, how="centroid", seed=seed)

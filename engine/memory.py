@@ -50,9 +50,14 @@ Whole run (estimate_bytes):
                  their sums and differences, 3 × min(G·D, CHUNK) floats (G groups, CHUNK elements
                  a block), and for CSR the threads' partial sums of the top levels' few nodes,
                  min(T × min(8T, G) × D, CHUNK) floats. No L·D term for sparse embeddings.
-                 Centroid input sets of a head on a hidden layer: the (L, d) PIFA in the head's
-                 space, float64 sums, their scaled copy and the float32 result, 20·L·d (with no
-                 encoder it is sparse: not counted)
+                 Centroid input sets of a head on a hidden layer (grouping.centroid_index):
+                 the hidden rows of at most CENTROID_POINTS training points, float32 and a float64
+                 copy, 12·n·d, the G·k int32 sets it makes, and one block of r groups at a time
+                 (r·m·d ≤ CHUNK/4, as grouping._groups_per_block): its labels' PIFA rows in the
+                 head's space (float64 sums, their scaled copy, the float32 rows: 20 bytes an
+                 entry) and its (r, d) centroids with their top-k's temporaries (TOPK_BYTES an
+                 entry); centroid_index_memory. No L·d term (with no encoder it is sparse: not
+                 counted)
     total        the larger of the two phases: grouping, then training (the rest); it frees its
                  memory before the model trains
 A rank of a label-sharded run (engine.distributed) holds 1/shards of the head and of the eval
@@ -67,7 +72,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .config import GROUPED_HEADS, ModelConfig
-from .grouping import _CHUNK as CHUNK
+from .grouping import _CHUNK as CHUNK, CENTROID_POINTS
 from .heads.mach import DECODE_CHUNK
 
 FLOAT, INDEX = 4, 4
@@ -76,7 +81,8 @@ UNFUSED_BUFFERS = 5                            # (B, n_dense | R·N) buffers at 
 DECODE_BUFFERS = 6                             # chunks of MACH's decoded scores alive in its top-k
 PIFA_BUILD = 40                                # bytes per PIFA entry while grouping.pifa builds it
 LABEL_BYTES = 160                              # per label: the 2-means split's order and score arrays
-CENTROID_BYTES = 8 + 8 + 4                     # per (label, input) of the PIFA in the head's space
+CENTROID_BYTES = 8 + 8 + 4                     # per (label, input) of a block's PIFA rows in the head's space
+TOPK_BYTES = 40                                # per (group, input) of a centroid block while its top-k is drawn
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,17 @@ def clustering_memory(n_labels, n_features, n_groups, entries, threads=None):
     return max(PIFA_BUILD * e, clustering)
 
 
+def centroid_index_memory(n_labels, d, n_points, group_size, fanin):
+    """Bytes of the centroid input sets of n_labels labels in groups of group_size on a hidden layer
+    of width d, from n_points points' hidden rows (grouping.centroid_index; see the module docstring):
+    12·n·d for the rows, the G·k int32 sets made, and one block of groups, at most CHUNK/4 entries
+    of PIFA rows whatever the labels."""
+    L, m = n_labels, group_size
+    G = -(-L // m)
+    r = min(G, max(1, CHUNK // 4 // (m * d)))                        # groups a block
+    return 12 * n_points * d + INDEX * G * fanin + CENTROID_BYTES * min(L, r * m) * d + TOPK_BYTES * r * d
+
+
 def grouping_memory(mc: ModelConfig, pifa_nnz=None):
     """Bytes of the label grouping and the centroid input sets of a model config; pifa_nnz: a bound
     on the PIFA embeddings' entries (pifa_entries of the data), None for the dense L·D."""
@@ -162,7 +179,8 @@ def grouping_memory(mc: ModelConfig, pifa_nnz=None):
     if mc.aux_clusters:
         out = max(out, clustering_memory(L, D, mc.aux_clusters, e))
     if mc.sparse and mc.head.index_init == "centroid" and mc.hidden:
-        out = max(out, CENTROID_BYTES * mc.n_labels * mc.head_in)
+        out = max(out, centroid_index_memory(L - mc.n_dense, mc.head_in, CENTROID_POINTS, mc.group_labels,
+                                                  mc.head.fanin))
     return out
 
 

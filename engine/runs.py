@@ -63,7 +63,7 @@ RECORD_REQUIRED = {"step": ("step", "loss", "step_time"), "eval": ("step",), "ds
 RECORD_FIELDS = {
     "step": {"step": _COUNT, "epoch": _COUNT, "loss": _NUMBER, "head_loss": _NUMBER, "aux_loss": _NUMBER,
              "lr": _NUMBER, "step_time": _NUMBER},
-    "eval": {"step": _COUNT, "epoch": _COUNT, "eval_time": _NUMBER},
+    "eval": {"step": _COUNT, "epoch": _COUNT, "best_step": _COUNT, "eval_time": _NUMBER},
     "dst": {"step": _COUNT, "zeta": _NUMBER, "n_per_group": _COUNT, "dropped": _COUNT, "added": _COUNT,
             "churn": _COUNTS, "group": _COUNTS, "slot": _COUNTS, "old_input": _COUNTS, "new_input": _COUNTS},
     "error": {"step": _COUNT, "epoch": _COUNT, "error": _TEXT, "message": _TEXT},

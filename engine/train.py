@@ -7,7 +7,10 @@
 Device record: {"kind": "device", "step", "device", "why"}  where the run trains and why; the first
                record each time a run starts or resumes (Trainer.recorded)
 Step records:  {"kind": "step", "step", "epoch", "loss", "head_loss", ["aux_loss"], "lr", "step_time"}
-Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", "eval_time"}
+Eval records:  {"kind": "eval", "step", "epoch", "P@1", ..., "nDCG@5", "PSP@5", "cov@5", ["val_nDCG@5"],
+               ["best_step"], "eval_time"}  test scores; with a validation split its score, and the
+               last record of a run whose best evaluation came before its end, after restoring the
+               best weights, says which step they are from (engine.validation)
 DST records:   {"kind": "dst", "step", ...}  one per dynamic-sparsity update (engine.dst)
 Error record:  {"kind": "error", "error": "divergence", "step", "epoch", "message"}  the last record of a
                run whose loss became NaN or inf (the bad step is not applied: the weights are those
@@ -43,6 +46,7 @@ from .checkpoint import decode_trainer_state, encode_trainer_state
 from .config import TrainConfig
 from .data import Dataset, load_dataset, normalize_rows
 from .device import resolve_device
+from .validation import SCORE, BestWeights, validation_rows
 from .errors import CheckpointError, DivergenceError
 from .heads.group_shared import require_backend
 from .model import SparseInput, XMCModel
@@ -69,16 +73,20 @@ class Trainer:
                      ranks_here=self.ranks_here(),                      # refuses what does not fit
                      pifa_nnz=pifa_entries(ds.X_train, ds.Y_train))     # (the grouping's PIFA)
         prep = normalize_rows if c.normalize else (lambda X: X)
-        self.X_train, self.X_test = prep(ds.X_train), prep(ds.X_test)
-        self.inv_propensity = metrics.inv_propensity(ds.Y_train)
-        slot_of_label, cluster_of_label = grouping.label_layout(model_config, self.X_train, ds.Y_train)
+        X, self.X_test = prep(ds.X_train), prep(ds.X_test)
+        self.inv_propensity = metrics.inv_propensity(ds.Y_train)       # propensities of the whole training set
+        fit, val = validation_rows(ds.n_train, c.val_fraction, c.model.seed)
+        self.X_train, self.Y_train = (X[fit], ds.Y_train[fit]) if len(val) else (X, ds.Y_train)   # trained on
+        self.X_val, self.Y_val = X[val], ds.Y_train[val]                                          # held out
+        self.best = BestWeights(c.patience) if len(val) else None
+        slot_of_label, cluster_of_label = grouping.label_layout(model_config, self.X_train, self.Y_train)
         with _TORCH_RNG:
             torch.manual_seed(c.model.seed)
             self.model = XMCModel(model_config, slot_of_label=slot_of_label, cluster_of_label=cluster_of_label,
                                   block=block)
-            self.model.init_label_prior(np.asarray(ds.Y_train.sum(axis=0)).ravel(), ds.n_train)
+            self.model.init_label_prior(np.asarray(self.Y_train.sum(axis=0)).ravel(), self.n_train)
             if self.model.mach is not None:
-                self.model.mach.init_bucket_prior(ds.Y_train)
+                self.model.mach.init_bucket_prior(self.Y_train)
             if model_config.sparse and model_config.head.index_init == "centroid":
                 self.model.sparse.set_index(self.centroid_index())
             self.rng_state = torch.get_rng_state()   # this trainer's dropout draws continue from here
@@ -97,10 +105,10 @@ class Trainer:
     def centroid_index(self, max_points=20_000):
         """(G, k) input sets of the sparse part from PIFA centroids in the space the head reads
         (grouping.centroid_index), over at most `max_points` training points, at initialisation."""
-        model, n = self.model, min(self.dataset.n_train, max_points)
+        model, n = self.model, min(self.n_train, max_points)
         # (n, D) sparse: the features themselves with no encoder, else (n, d) the encoded points
         H = self.X_train[:n] if model.embed is None else model.encode_all(self.X_train[:n])
-        index = grouping.centroid_index(H, self.dataset.Y_train[:n], model.slot_of_label.numpy(),
+        index = grouping.centroid_index(H, self.Y_train[:n], model.slot_of_label.numpy(),
                                         model.config.n_dense, model.sparse.group_size, model.sparse.fanin,
                                         self.config.model.seed)
         g0 = (model.sparse_first - model.config.n_dense) // model.sparse.group_size
@@ -121,8 +129,13 @@ class Trainer:
         return SparseInput(X).to(self.device)
 
     @property
+    def n_train(self):
+        """Training points trained on (the training split less the validation rows)."""
+        return self.X_train.shape[0]
+
+    @property
     def steps_per_epoch(self):
-        return -(-self.dataset.n_train // self.config.batch_size)
+        return -(-self.n_train // self.config.batch_size)
 
     @property
     def total_steps(self):
@@ -148,20 +161,35 @@ class Trainer:
         run redraws the same batches (skipping e permutations costs e shuffles, no training)."""
         rng = np.random.default_rng(self.config.model.seed)
         for _ in range(first_epoch):
-            rng.permutation(self.dataset.n_train)
+            rng.permutation(self.n_train)
         while True:
-            yield rng.permutation(self.dataset.n_train)
+            yield rng.permutation(self.n_train)
 
     def run(self):
         """Train for the configured epochs, yielding a record per step and per evaluation.
 
         Starts where `self.step` is (0, or a restored checkpoint's step). A NaN or inf loss yields
-        an error record and raises DivergenceError."""
+        an error record and raises DivergenceError. With a validation split it stops when the
+        patience is spent, and ends with the best evaluation's weights and an eval record of them."""
+        yield from self.epochs()
+        if self.best is not None and not self.best.in_place(self.step):
+            self.best.restore(self.model)
+            yield {**self.eval_record(), "best_step": self.best.step}
+
+    @property
+    def finished(self):
+        """Whether run() has nothing left to do: every step trained (or the patience spent), and the
+        best weights in place."""
+        done = self.step >= self.total_steps or (self.best is not None and self.best.spent)
+        return done and (self.best is None or self.best.in_place(self.step))
+
+    def epochs(self):
+        """run()'s training: the steps and their evaluations, until the last epoch or the patience ends."""
         c = self.config
         eval_every = c.eval_every or self.steps_per_epoch
         self.epoch, done = divmod(self.step, self.steps_per_epoch)
         orders = self.batch_orders(self.epoch)
-        while self.epoch < c.epochs:
+        while self.epoch < c.epochs and not (self.best is not None and self.best.spent):
             order = next(orders)
             for start in range(done * c.batch_size, len(order), c.batch_size):
                 rows = np.sort(order[start:start + c.batch_size])
@@ -183,6 +211,8 @@ class Trainer:
                         yield self.divergence_record(e, self.step)
                         raise
                     yield self.eval_record()
+                    if self.best is not None and self.best.spent:
+                        return
             self.epoch += 1
             done = 0
 
@@ -235,7 +265,7 @@ class Trainer:
     def batch_loss(self, rows):
         """(loss to backpropagate, {"loss": its value, "head_loss", ["aux_loss"]}) of the
         training points `rows` (sorted), drawing this batch's dropout masks."""
-        x, Y = self.batch(self.X_train[rows]), self.dataset.Y_train[rows]
+        x, Y = self.batch(self.X_train[rows]), self.Y_train[rows]
         loss, parts = self.model.loss(x, Y, aux_weight=self.aux_weight())
         return loss, {"loss": loss.item(), **parts}
 
@@ -284,8 +314,13 @@ class Trainer:
         return state
 
     def checkpoint_state(self):
-        """What resuming needs beyond the model's weights: (tensors, meta), engine.checkpoint's codec."""
-        return encode_trainer_state(self.optimizer, self.rng_state, self.step, self.epoch, self.config)
+        """What resuming needs beyond the model's weights: (tensors, meta), engine.checkpoint's codec,
+        with the best weights so far (engine.validation) under "best/" and their state as meta["best"]."""
+        tensors, meta = encode_trainer_state(self.optimizer, self.rng_state, self.step, self.epoch, self.config)
+        if self.best is not None:
+            best_tensors, meta["best"] = self.best.state()
+            tensors.update(best_tensors)
+        return tensors, meta
 
     def restore(self, tensors, meta):
         """Continue from a checkpoint_state() (the model's weights are loaded separately)."""
@@ -298,12 +333,21 @@ class Trainer:
             raise CheckpointError(f"optimizer state does not fit this model: {e}") from None
         if rng is not None:
             self.rng_state = rng.clone()
+        if self.best is not None:
+            self.best.load(tensors, meta.get("best"))
         self.step = step
         self.epoch = step // self.steps_per_epoch
 
     def eval_record(self):
+        """The test scores now; with a validation split, its score too (counted by self.best)."""
         t0 = time.perf_counter()
         scores = self.evaluate()
+        if self.best is not None:
+            top = self.predict(self.X_val, 5)
+            val = metrics.evaluate(self.Y_val, top, ks=(top.shape[1],))[f"nDCG@{top.shape[1]}"]
+            scores["val_" + SCORE] = val
+            if not self.best.restored:
+                self.best.update(self.step, val, self.model)
         return {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **scores,
                 "eval_time": time.perf_counter() - t0}
 

@@ -8,7 +8,8 @@ import scipy.sparse as sp
 
 from engine.data import generate, load_dataset
 from engine.errors import ConfigError
-from engine.grouping import (LabelGroups, balanced_groups, group_centroids, group_index,
+from engine import grouping
+from engine.grouping import (LabelGroups, PifaRows, balanced_groups, centroid_index, group_centroids, group_index,
                              labels_without_positives, pifa, random_groups, top_inputs)
 from engine import TrainConfig
 from engine.grouping import label_layout
@@ -275,3 +276,114 @@ def test_group_index_random():
 def test_group_index_errors(call, match):
     with pytest.raises(ConfigError, match=match):
         call(random_groups(10, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# a model's centroid input sets: PIFA in the hidden space, a block of groups at a time
+
+def hidden_problem(seed, n=300, L=230, d=37, n_dense=11, m=6):
+    """ReLU hidden rows H (n, d), mostly exact zeros (ties in the centroids), labels Y (n, L) of
+    which a tenth, and every label of groups 0 and 5, have no positive point (zero PIFA rows, zero
+    centroids), and a model's slots: n_dense labels in the dense part, the rest in random groups of m
+    whose last ones are padded (230 - 11 = 219 labels in 37 groups of 6)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(L)                                         # labels in slot order
+    slot_of_label = np.empty(L, np.int64)
+    slot_of_label[order[:n_dense]] = np.arange(n_dense)
+    slot_of_label[order[n_dense:]] = n_dense + random_groups(L - n_dense, m, seed=seed).slot_of_label
+    group = (slot_of_label - n_dense) // m
+    used = np.flatnonzero((group != 0) & (group != 5) & (rng.random(L) < 0.9))
+    H = np.maximum(rng.standard_normal((n, d)), 0).astype(np.float32) * (rng.random((n, d)) < 0.06)
+    rows = [rng.choice(used, size=rng.integers(1, 4), replace=False) for _ in range(n)]
+    Y = sp.csr_matrix((np.ones(sum(map(len, rows)), np.float32), np.concatenate(rows),
+                       np.cumsum([0] + [len(r) for r in rows])), shape=(n, L))
+    Y.sort_indices()
+    return H, Y, slot_of_label
+
+
+def centroid_index_reference(H, Y, slot_of_label, n_dense, m, k, seed):
+    """centroid_index by its definition, with the whole (L, d) PIFA at once: each label's positives'
+    hidden rows added point by point in float64, l2-normalised, rounded to float32; each group's
+    float64 sum of its labels' rows in slot order; its k largest entries, ties at the k-th value broken
+    by one uniform draw per (group, input), drawn group after group."""
+    (n, d), L = H.shape, Y.shape[1]
+    S = np.zeros((L, d))
+    for i in range(n):
+        S[Y.indices[Y.indptr[i]:Y.indptr[i + 1]]] += H[i].astype(np.float64)
+    norm = np.sqrt(np.einsum("ij,ij->i", S, S))
+    E = (S * np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)[:, None]).astype(np.float32)
+    G = -(-(L - n_dense) // m)
+    label_of_slot = np.full(n_dense + G * m, -1)
+    label_of_slot[slot_of_label] = np.arange(L)
+    C = np.zeros((G, d))
+    for g in range(G):
+        for label in label_of_slot[n_dense + g * m:n_dense + (g + 1) * m]:
+            if label >= 0:
+                C[g] += E[label]
+    u = np.random.default_rng(seed).random((G, d))
+    out = np.empty((G, k), np.int64)
+    for g in range(G):
+        t = np.sort(C[g])[-k]
+        key = np.where(C[g] > t, 2.0, np.where(C[g] == t, u[g], -1.0))
+        out[g] = np.sort(np.argsort(-key)[:k])
+    return out, E, C
+
+
+@pytest.mark.parametrize("chunk", [None, 1 << 11, 1 << 8], ids=["one-block", "blocks-of-2-groups", "a-group-a-block"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_centroid_index_equals_the_dense_formula(monkeypatch, chunk, seed):
+    # the same index sets, bit for bit, as the (L, d) PIFA computed all at once, whatever the blocks
+    # (a small _CHUNK: 2 groups or 1 group a block): ragged groups, a dense part, ties at zero
+    if chunk:
+        monkeypatch.setattr(grouping, "_CHUNK", chunk)
+    H, Y, slot_of_label = hidden_problem(seed)
+    k = 10
+    want, E, C = centroid_index_reference(H, Y, slot_of_label, 11, 6, k, seed)
+    assert np.array_equal(E, pifa(H, Y))                               # the reference is pifa's formula
+    assert (C == 0).all(axis=1).any() and ((C > 0).sum(axis=1) < k).sum() > 5   # zero groups, ties
+    idx = centroid_index(H, Y, slot_of_label, 11, 6, k, seed)
+    check_index(idx, 37, k, 37)
+    np.testing.assert_array_equal(idx, want)
+    # the same through the dense (L, d) scores: today's path, and the same centroids bit for bit
+    tail = np.argsort(slot_of_label)[11:]
+    groups = LabelGroups(len(tail), 6, slot_of_label[tail] - 11)
+    np.testing.assert_array_equal(group_index(groups, pifa(H, Y[:, tail]), k, seed=seed), want)
+    assert np.array_equal(group_centroids(groups, PifaRows(H, Y[:, tail])), C.astype(np.float32))
+
+
+def test_centroid_index_never_makes_all_pifa_rows_at_once(monkeypatch):
+    # PifaRows makes each label's row once, a block of groups' labels at a time
+    monkeypatch.setattr(grouping, "_CHUNK", 1 << 12)                   # 1024 entries: 4 groups of 6 x 37
+    made = []
+    rows = PifaRows.rows
+    monkeypatch.setattr(PifaRows, "rows", lambda self, labels: (made.append(labels), rows(self, labels))[1])
+    H, Y, slot_of_label = hidden_problem(3, n=200, L=500, d=37)
+    idx = centroid_index(H, Y, slot_of_label, 11, 6, 5, 0)
+    np.testing.assert_array_equal(idx, centroid_index_reference(H, Y, slot_of_label, 11, 6, 5, 0)[0])
+    assert max(map(len, made)) == 4 * 6 and len(made) == -(-82 // 4)   # 489 labels in 82 groups
+    assert np.array_equal(np.sort(np.concatenate(made)), np.arange(489))
+
+
+def test_pifa_rows_are_pifas_rows():
+    H, Y, _ = hidden_problem(4)
+    E, P = pifa(H, Y), PifaRows(H, Y)
+    assert P.shape == E.shape and P.ndim == 2
+    for labels in (np.arange(230), np.array([3]), np.array([0, 7, 8, 229])):
+        assert np.array_equal(P.rows(labels), E[labels])
+    with pytest.raises(ConfigError, match="dense ndarray"):
+        PifaRows(sp.csr_matrix(H), Y)
+    with pytest.raises(ConfigError, match="rows"):
+        PifaRows(H[:10], Y)
+
+
+def test_centroid_index_sparse_features_and_bad_hidden_rows():
+    # no encoder: the sparse features' PIFA (sparse), as group_index of it; NaN rows are refused
+    H, Y, slot_of_label = hidden_problem(5)
+    tail = np.argsort(slot_of_label)[11:]
+    groups = LabelGroups(len(tail), 6, slot_of_label[tail] - 11)
+    X = sp.csr_matrix(H)
+    np.testing.assert_array_equal(centroid_index(X, Y, slot_of_label, 11, 6, 8, 1),
+                                  group_index(groups, pifa(X, Y[:, tail], dense=False), 8, seed=1))
+    H[np.flatnonzero(np.diff(Y[:, tail].indptr))[0], 3] = np.nan     # a point of a grouped label
+    with pytest.raises(ConfigError, match="NaN or inf"):
+        centroid_index(H, Y, slot_of_label, 11, 6, 8, 1)

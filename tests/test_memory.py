@@ -4,7 +4,9 @@ allocate, the fused loss's buffers, and the whole run's estimate by phase."""
 import pytest
 
 from engine import ModelConfig, TrainConfig, XMCModel, estimate_bytes, head_memory, head_params
-from engine.memory import PIFA_BUILD, clustering_memory, head_shape, step_memory
+from engine.grouping import CENTROID_POINTS
+from engine.memory import (CHUNK, PIFA_BUILD, centroid_index_memory, clustering_memory, grouping_memory,
+                           head_shape, step_memory)
 
 
 @pytest.mark.parametrize("kw", [
@@ -82,6 +84,17 @@ def test_clustering_memory_has_no_labels_times_features_term():
     # and it grows with the entries and the labels, not with the features (the blocks are capped)
     G = -(-L // 32)
     assert clustering_memory(L, 2 * D, G, 30 * L, threads=16) == clustering_memory(L, D, G, 30 * L, threads=16)
-    # centroid input sets of a head on a hidden layer: float64 sums, their scaled copy, float32
+    # centroid input sets of a head on a hidden layer: the points' hidden rows and one block of
+    # groups' PIFA rows (CHUNK/4 entries: 20 bytes each) and top-k, no (L, d) PIFA
     centroid = estimate_bytes(TrainConfig.of(head="fixed_fanin", hidden=64, fanin=8, index_init="centroid"), (D, L))
-    assert centroid["grouping"] == (8 + 8 + 4) * L * 64
+    assert centroid["grouping"] == centroid_index_memory(L, 64, CENTROID_POINTS, 1, 8)
+    G = -(-L // 32)
+    assert centroid_index_memory(L, 512, CENTROID_POINTS, 32, 64) == \
+        12 * CENTROID_POINTS * 512 + 4 * G * 64 + 20 * (CHUNK // 4) + 40 * (CHUNK // 4 // 32)
+    assert centroid_index_memory(L, 512, CENTROID_POINTS, 32, 64) < 2 ** 28   # a float32 (L, d) PIFA: 1.3 GB
+    # more labels: only the index sets grow (G·k), not the PIFA rows
+    assert centroid_index_memory(2 * L, 512, CENTROID_POINTS, 32, 64) - \
+        centroid_index_memory(L, 512, CENTROID_POINTS, 32, 64) == 4 * (-(-2 * L // 32) - G) * 64
+    grouped = TrainConfig.of(head="dense_sparse", head_size=1000, hidden=512, fanin=64, group_size=32,
+                             index_init="centroid").model_config(D, L)
+    assert grouping_memory(grouped) == centroid_index_memory(L - 1000, 512, CENTROID_POINTS, 32, 64)
