@@ -211,6 +211,8 @@ def estimate_bytes(config, dataset_shape, shards=1, pifa_nnz=None):
         "head": -(-step_memory(shape, B)["total"] // shards),
         "activations": 4 * B * (mc.encoder_width + dense_x + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
         "eval": (EVAL_BATCH * (unfused + fused_x + dense_x) + decode) * FLOAT,
+        # early stopping keeps a copy of the best evaluation's weights (engine.validation)
+        "best weights": (enc + -(-head_params(mc) // shards)) * FLOAT if config.val_fraction else 0,
     }
     out["grouping"] = grouping_memory(mc, pifa_nnz)
     out["total"] = max(out["grouping"], sum(v for k, v in out.items() if k != "grouping"))

@@ -102,7 +102,7 @@ class Trainer:
         self.epoch = 0
 
     @torch.no_grad()
-    def centroid_index(self, max_points=20_000):
+    def centroid_index(self, max_points=grouping.CENTROID_POINTS):
         """(G, k) input sets of the sparse part from PIFA centroids in the space the head reads
         (grouping.centroid_index), over at most `max_points` training points, at initialisation."""
         model, n = self.model, min(self.n_train, max_points)
