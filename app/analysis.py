@@ -252,6 +252,19 @@ def run_device(records):
     return last["device"], last.get("why", "") + moved
 
 
+def training_curve(records, metric="P@1"):
+    """[(training seconds so far, score)] at each evaluation of a run's records that has `metric`: the
+    step records' step_time summed up to the evaluation's step (evaluation time not counted). A run
+    that restored its best weights at the end (best_step) ends with their score, at its last second."""
+    curve, seconds = [], 0.0
+    for r in records:
+        if r.get("kind") == "step":
+            seconds += r.get("step_time", 0.0)
+        elif r.get("kind") == "eval" and metric in r:
+            curve.append((seconds, r[metric]))
+    return curve
+
+
 def split_records(records):
     """(step records, eval records, other records by kind)."""
     steps = [r for r in records if r.get("kind") == "step"]

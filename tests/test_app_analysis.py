@@ -78,3 +78,12 @@ def test_run_device_reads_the_device_records():
     assert analysis.run_device([gpu, step, cpu, step]) == ("cpu", "device='cpu' was asked (resumed; earlier parts on "
                                                                   "cuda:0)")
     assert analysis.run_device([gpu, step, gpu]) == ("cuda:0", "torch and CuPy see a GPU")
+
+
+def test_training_curve_sums_the_step_times_up_to_each_evaluation():
+    records = [{"kind": "device", "step": 0, "device": "cpu"}, {"kind": "eval", "step": 0, "P@1": 0.1},
+               {"kind": "step", "step": 1, "step_time": 0.5}, {"kind": "step", "step": 2, "step_time": 0.25},
+               {"kind": "eval", "step": 2, "P@1": 0.4, "eval_time": 9.0}, {"kind": "step", "step": 3, "step_time": 1.0},
+               {"kind": "eval", "step": 3, "P@1": 0.3}, {"kind": "eval", "step": 3, "P@1": 0.4, "best_step": 2}]
+    assert analysis.training_curve(records) == [(0.0, 0.1), (0.75, 0.4), (1.75, 0.3), (1.75, 0.4)]
+    assert analysis.training_curve(records, "P@5") == []

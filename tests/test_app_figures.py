@@ -1,6 +1,7 @@
 """app/figures.py: pure functions, data in, a Plotly figure out (serialisable, as st.plotly_chart
 needs), tested without a browser."""
 
+import pytest
 import numpy as np
 import plotly.graph_objects as go
 
@@ -50,3 +51,12 @@ def test_label_map_highlight_splits_the_group():
     fig = figures.label_map(np.zeros((6, 2)), list("abcdef"), np.ones(6), np.array([0, 0, 1, 1, 2, 2]), highlight=1)
     assert [len(t.x) for t in fig.data] == [4, 2]
     assert list(fig.data[1].customdata[:, 0]) == ["c", "d"]        # hover: name, frequency, group
+
+
+def test_time_to_accuracy_draws_a_line_per_run_and_a_marker_per_peer():
+    fig = figures.time_to_accuracy({"dense": [(1.0, 0.5), (2.5, 0.6)], "<b>gs</b>": [(0.5, 0.4)]},
+                                   {"Omikuji": (10.6, 0.6162)})
+    lines, (peer,) = fig.data[:2], fig.data[2:]
+    assert [t.mode for t in lines] == ["lines+markers", "lines+markers"] and peer.mode == "markers"
+    assert list(lines[0].y) == [50.0, 60.0] and list(peer.x) == [10.6] and peer.y[0] == pytest.approx(61.62)
+    assert "<b>" not in lines[1].name and fig.layout.xaxis.type == "log"

@@ -243,6 +243,7 @@ def test_the_compare_page_shows_the_stored_peers(tmp_path, monkeypatch):
     table = at.dataframe[-1].value
     assert table.iloc[0].to_dict() == {"dataset": "sample", "method": "Omikuji <b>x</b>", "P@1": 61.0, "P@3": 40.0,
                                        "P@5": 30.0, "PSP@5": 20.0, "train s": 10.5}
+    assert at.selectbox(key="tta_dataset").options == ["sample"]              # time to accuracy, per dataset
     path.write_text('{"format": "xmc-lab peers 1", "command": "x", "rows": [{"dataset": "d"}]}')
     at = page(app(hidden=64, fanin=16, group_size=16), "compare")
     assert_clean(at)

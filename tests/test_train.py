@@ -41,7 +41,7 @@ def test_records_and_learning(tiny, settings):
     evals = [r for r in records if r["kind"] == "eval"]
     assert len(steps) == trainer.total_steps == 4 * 5
     assert len(evals) == 4 and evals[-1]["step"] == trainer.total_steps
-    assert set(steps[0]) == {"kind", "step", "epoch", "loss", "head_loss", "step_time"}
+    assert set(steps[0]) == {"kind", "step", "epoch", "loss", "head_loss", "lr", "step_time"}
     for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "cov@5", "eval_time"):
         assert key in evals[-1]
     assert 0.0 <= evals[-1]["P@1"] <= 1.0

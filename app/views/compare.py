@@ -88,7 +88,7 @@ if ss.get("bench_rows"):
 
 # --- runs -----------------------------------------------------------------------------------
 st.subheader("Runs: accuracy against memory")
-points, broken, ours = [], [], []
+points, broken, ours, curves = [], [], [], {}
 SCORES = ("P@1", "P@3", "P@5", "PSP@5")                           # the columns runs and peers share
 for run, cfg, records, error in registry.run_entries():
     if error:
@@ -101,6 +101,7 @@ for run, cfg, records, error in registry.run_entries():
     ours.append({"dataset": run_ds.name, "method": f"{cfg.model.head.name} ({run.id})",
                  **{s: 100 * ev[s] for s in SCORES if s in ev},
                  "train s": sum(r.get("step_time", 0.0) for r in records if r.get("kind") == "step")})
+    curves.setdefault(run_ds.name, {})[ours[-1]["method"]] = analysis.training_curve(records)
     try:
         memory = analysis.memory_estimate(cfg, run_ds.n_features, run_ds.n_labels)["total"]
     except ConfigError:
@@ -133,3 +134,7 @@ else:
                      hide_index=True, key="peers_table")
         st.caption("Test scores in %, training seconds. Peers measured by: " + text.md(stored["command"])
                    + "; our runs: the last evaluation of each stored run on the same datasets.")
+        shown = st.selectbox("Time to accuracy on", sorted(sets), key="tta_dataset")
+        st.plotly_chart(figures.time_to_accuracy(
+            curves.get(shown, {}), {r["peer"]: (r["train_s"], r["P@1"]) for r in stored["rows"]
+                                    if r["dataset"] == shown}), key="time_to_accuracy")
