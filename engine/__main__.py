@@ -147,6 +147,9 @@ def cmd_train(args):
     print(f"done in {elapsed:.1f} s ({elapsed / epochs:.2f} s/epoch), run stored in {run.path}")
     if last_eval is not None:
         print("test: " + format_scores(last_eval))
+        if "best_step" in last_eval:
+            print(f"the weights of step {last_eval['best_step']}, the best validation nDCG@5"
+                  f"{' (stopped early: no better one in ' + str(config.patience) + ' evaluations)' if trainer.step < trainer.total_steps else ''}")
     if ranks:
         run.save_ranks(ranks)
         for r in ranks:

@@ -267,7 +267,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     run = RunStore(tmp_path).create(TrainConfig())
     assert main(["train", "--resume", str(run.path), "--head", "dense", "--epochs", "3"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: --resume continues a run with its own config; drop --epochs, --head\n"
+    assert err == "error: --resume continues a run with its own config (only --device may change); drop --epochs, --head\n"
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):
