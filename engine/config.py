@@ -307,9 +307,9 @@ class TrainConfig:
     batch_size: int = setting(256, "points per step", "batch size", low=1, ui=[32, 64, 128, 256, 512, 1024])
     lr: float = setting(3e-3, "Adam's learning rate", "learning rate", above=0.0,
                         ui=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
-    warmup: float = setting(0.0, "fraction of the steps over which the learning rate rises linearly from 0",
+    warmup: float = setting(0.05, "fraction of the steps over which the learning rate rises linearly from 0",
                             "lr warm-up", low=0.0, below=1.0, zero="0 = none", ui=(0.0, 0.5))
-    decay: str = setting("none", "learning-rate decay after the warm-up: none, or linear / cosine to 0 at the "
+    decay: str = setting("cosine", "learning-rate decay after the warm-up: none, or linear / cosine to 0 at the "
                          "last step", "lr decay", choices=LR_DECAYS)
     val_fraction: float = setting(0.0, "share of the training points held out to validate on (never the test "
                                   "split): the run ends with the weights of its best validation nDCG@5",
