@@ -180,8 +180,13 @@ class Trainer:
     def finished(self):
         """Whether run() has nothing left to do: every step trained (or the patience spent), and the
         best weights in place."""
-        done = self.step >= self.total_steps or (self.best is not None and self.best.spent)
+        done = self.step >= self.total_steps or self.patience_spent
         return done and (self.best is None or self.best.in_place(self.step))
+
+    @property
+    def patience_spent(self):
+        """Whether early stopping ends the training now (engine.validation.BestWeights.spent)."""
+        return self.best is not None and self.best.spent
 
     def epochs(self):
         """run()'s training: the steps and their evaluations, until the last epoch or the patience ends."""
@@ -189,7 +194,7 @@ class Trainer:
         eval_every = c.eval_every or self.steps_per_epoch
         self.epoch, done = divmod(self.step, self.steps_per_epoch)
         orders = self.batch_orders(self.epoch)
-        while self.epoch < c.epochs and not (self.best is not None and self.best.spent):
+        while self.epoch < c.epochs and not self.patience_spent:
             order = next(orders)
             for start in range(done * c.batch_size, len(order), c.batch_size):
                 rows = np.sort(order[start:start + c.batch_size])
@@ -211,7 +216,7 @@ class Trainer:
                         yield self.divergence_record(e, self.step)
                         raise
                     yield self.eval_record()
-                    if self.best is not None and self.best.spent:
+                    if self.patience_spent:
                         return
             self.epoch += 1
             done = 0

@@ -87,7 +87,8 @@ def test_checkpoint_holds_optimizer_rng_and_counters_as_tensors(tiny, tmp_path):
     dict(head="group_shared", eval_every=4, warmup=0.2, decay="cosine"),   # mid-epoch checkpoints (7 steps/epoch)
     dict(head="group_shared", groups="clustered", dst="random", dst_every=2, aux=0.5, aux_clusters=5),
     dict(head="mach", mach_buckets=12, mach_reps=2, dropout=0.5),
-    dict(head="group_shared", val_fraction=0.2, patience=2, eval_every=2, lr=0.05, epochs=12, dropout=0.0),  # stops at 32 of 48
+    dict(head="group_shared", val_fraction=0.2, patience=2, eval_every=2, lr=0.05, epochs=12, dropout=0.0,
+         warmup=0.0, decay="none"),                                     # stops at 32 of 48
 ], ids=["dense", "mid-epoch", "dst-aux", "mach-dropout", "early-stopping"])
 def test_resume_gives_the_records_of_the_uninterrupted_run(tiny, tmp_path, settings):
     reference = list(Trainer(config(**settings), tiny).run())
