@@ -46,7 +46,7 @@ from .checkpoint import decode_trainer_state, encode_trainer_state
 from .config import TrainConfig
 from .data import Dataset, load_dataset, normalize_rows
 from .device import resolve_device
-from .validation import SCORE, BestWeights, validation_rows
+from .validation import SCORE, SCORE_K, BestWeights, validation_rows, validation_score
 from .errors import CheckpointError, DivergenceError
 from .heads.group_shared import require_backend
 from .model import SparseInput, XMCModel
@@ -348,8 +348,7 @@ class Trainer:
         t0 = time.perf_counter()
         scores = self.evaluate()
         if self.best is not None:
-            top = self.predict(self.X_val, 5)
-            val = metrics.evaluate(self.Y_val, top, ks=(top.shape[1],))[f"nDCG@{top.shape[1]}"]
+            val = validation_score(self.Y_val, self.predict(self.X_val, SCORE_K))
             scores["val_" + SCORE] = val
             if not self.best.restored:
                 self.best.update(self.step, val, self.model)

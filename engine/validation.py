@@ -2,6 +2,7 @@
 
     fit, val = validation_rows(n_train, fraction, seed)   # sorted row ids: the points trained on, held out
     best = BestWeights(patience)
+    score = validation_score(Y_val, top)  # nDCG@5 of the top-5 predictions (N, 5) on the held-out rows
     best.update(step, score, model)     # a strictly higher score: the model's weights kept (on the CPU)
     best.spent                          # `patience` evaluations in a row without a new best
     best.restore(model)                 # the best weights back into the model
@@ -18,9 +19,11 @@ import math
 import numpy as np
 import torch
 
+from . import metrics
 from .errors import CheckpointError, ConfigError
 
-SCORE = "nDCG@5"
+SCORE_K = 5
+SCORE = f"nDCG@{SCORE_K}"
 
 
 def validation_rows(n, fraction, seed):
@@ -33,6 +36,13 @@ def validation_rows(n, fraction, seed):
     val = np.sort(np.random.default_rng([seed, 1]).choice(n, n_val, replace=False)) if n_val else np.zeros(0, np.int64)
     fit = np.setdiff1d(np.arange(n), val, assume_unique=True)
     return fit.astype(np.int64), val.astype(np.int64)
+
+
+def validation_score(Y, top):
+    """The early-stopping score of top-k predictions `top` (N, k), k = SCORE_K (fewer where there
+    are fewer labels), against the held-out labels Y (N, L): nDCG@k."""
+    k = top.shape[1]
+    return metrics.evaluate(Y, top, ks=(k,))[f"nDCG@{k}"]
 
 
 class BestWeights:
