@@ -11,8 +11,8 @@ from engine import SETTINGS
 HEAD_NAMES = {"dense": "dense (nn.Linear)", "fixed_fanin": "fixed fan-in", "group_shared": "group-shared",
               "dense_sparse": "dense head + sparse tail", "mach": "MACH (hashed)"}
 # the settings the app has controls for: the sidebar's, then the Train page's
-SIDEBAR = ("head", "hidden", "fanin", "group_size", "groups", "index_init", "head_size", "mach_buckets",
-           "mach_reps", "mach_members", "seed")
+SIDEBAR = ("head", "hidden", "fanin", "group_size", "groups", "index_init", "head_size", "dense_share",
+           "mach_buckets", "mach_reps", "mach_members", "seed")
 PAGE = ("epochs", "lr", "batch_size", "eval_every", "warmup", "decay", "val_fraction", "patience", "dropout",
         "normalize", "dst", "dst_every", "dst_zeta")
 RECIPE = SIDEBAR + PAGE   # what a preset sets

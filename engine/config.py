@@ -4,8 +4,9 @@
       .model: ModelSettings         what the network is: encoder widths, dropout, backend, seed, and
         .head: HeadSettings         its output layer, one dataclass per head, holding only that head's
                                     settings: DenseSettings, FixedFaninSettings (k, first inputs),
-                                    GroupSharedSettings (+ m, label groups), DenseSparseSettings
-                                    (+ dense labels), MachSettings (B, R, members)
+                                    GroupSharedSettings (+ m, label groups, dense share),
+                                    DenseSparseSettings (+ m, label groups, dense labels),
+                                    MachSettings (B, R, members)
     ModelConfig(ModelSettings)      + the dataset's shape (n_features D, n_labels L): builds an XMCModel
 
 Each dataclass checks its own fields when it is made (`validate_fields`), so a config, however it
@@ -134,17 +135,26 @@ class FixedFaninSettings(HeadSettings):
 
 
 @dataclass
-class GroupSharedSettings(FixedFaninSettings):
-    """Groups of m labels share one set of k inputs; each label keeps its own weights."""
-    name = "group_shared"
+class LabelGroupSettings(FixedFaninSettings):
+    """The label groups of a grouped head (GROUPED_HEADS): m labels share one set of k inputs."""
     groups: str = setting("random", "label groups: random, or clustered (balanced 2-means on PIFA)",
                           "label groups", choices=("random", "clustered"))
     group_size: int = setting(32, "m: labels sharing one set of k inputs", "group size m", low=1, ui=(1, 256))
 
 
 @dataclass
-class DenseSparseSettings(GroupSharedSettings):
-    """A dense part for the most frequent labels, a group-shared tail for the others."""
+class GroupSharedSettings(LabelGroupSettings):
+    """Groups of m labels share one set of k inputs; each label keeps its own weights. The most
+    frequent labels, a share of them, get a dense part instead (HASTE's top 10 %)."""
+    name = "group_shared"
+    dense_share: float = setting(0.1, "share of the labels, the most frequent, scored by a dense part",
+                                 "dense share", low=0.0, below=1.0, zero="0 = every label in a group",
+                                 ui=(0.0, 0.5))
+
+
+@dataclass
+class DenseSparseSettings(LabelGroupSettings):
+    """A dense part for a given number of the most frequent labels, a group-shared tail for the others."""
     name = "dense_sparse"
     head_size: int = setting(100, "labels in the dense part (the most frequent)", "dense labels", low=1,
                              ui=(1, 2000))
@@ -278,12 +288,17 @@ class ModelConfig(ModelSettings):
     def n_dense(self):
         """Labels in the dense part of the head (all of them for the dense head)."""
         h = self.head
+        if h.name == "group_shared":
+            return min(round(h.dense_share * self.n_labels), self.n_labels - 1)
         return self.n_labels if h.name == "dense" else h.head_size if h.name == "dense_sparse" else 0
 
     @property
     def group_labels(self):
         """Labels per group of the sparse part: m, or 1 for fixed fan-in."""
         return self.head.group_size if self.head.name in GROUPED_HEADS else 1
+
+
+_BEFORE_DENSE_SHARE = {"dense_share": 0.0}     # what a stored group-shared config without it meant
 
 
 @dataclass
@@ -354,11 +369,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """The TrainConfig of config.json's object: the nested form of `to_dict`, or the flat one."""
+        """The TrainConfig of config.json's object: the nested form of `to_dict`, or the flat one.
+        A group-shared head stored without `dense_share` is from before that setting: it had no
+        dense part (0), whatever today's default is."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a JSON object (a dict), got {type(d).__name__}")
         if "model" not in d:
-            return cls.of(**d)
+            return cls.of(**{**_BEFORE_DENSE_SHARE, **d} if d.get("head", "group_shared") == "group_shared" else d)
         _refuse_unknown(d, ("model", *TRAIN_FIELDS))
         model = _object(d["model"], "model")
         _refuse_unknown(model, ("head", *MODEL_FIELDS), "model.")
@@ -367,6 +384,8 @@ class TrainConfig:
         _check_range("model.head.name", _coerce("model.head.name", name, str), _HEAD_META)
         cls_ = HEAD_SETTINGS[name]
         _refuse_unknown(head, [f.name for f in dataclasses.fields(cls_)], "model.head.")
+        if name == "group_shared":
+            head = {**_BEFORE_DENSE_SHARE, **head}
         settings = ModelSettings(head=cls_(**head), **{k: v for k, v in model.items() if k != "head"})
         return cls(model=settings, **{k: v for k, v in d.items() if k != "model"})
 

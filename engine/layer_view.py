@@ -68,7 +68,8 @@ def small_layer(head, d=12, L=16, k=3, m=4, seed=0, batch_size=1):
     (dense: neither; fixed fan-in: m = 1). Raises ConfigError for a shape the head cannot have."""
     if head not in LAYERS:
         raise ConfigError(f"head={head!r}: the diagram draws one of {LAYERS}")
-    config = TrainConfig.of(head=head, hidden=0, fanin=k, group_size=m, seed=seed).model_config(d, L)  # validates
+    config = TrainConfig.of(head=head, hidden=0, fanin=k, group_size=m, dense_share=0,    # the layer alone
+                            seed=seed).model_config(d, L)                                 # validates
     k = config.head.fanin if config.sparse else d
     m = config.group_labels
     idx = random_index(-(-L // m), d, k, seed) if config.sparse else None

@@ -11,8 +11,9 @@ so which labels share it decides which features each label can see at all.
 Heads (`ModelConfig.head`, a HeadSettings of engine.config):
     dense          DenseHead: h · Wᵀ, O(d·L) memory
     fixed_fanin    GroupSharedHead with m = 1: every label reads its own k inputs, O(k·L)
-    group_shared   GroupSharedHead with m labels per group sharing one set of k inputs
-    dense_sparse   a DenseHead for the `head_size` most frequent labels + a group-shared tail
+    group_shared   a DenseHead for the `dense_share` most frequent labels (a share of L; 0 = none) + a
+                   GroupSharedHead with m labels per group sharing one set of k inputs for the others
+    dense_sparse   the same with the dense part's size given in labels, `head_size`
     mach           MachHead: R hashed classifiers of B buckets each, O(d·R·B); with mach_members = E > 1
                    the R repetitions form E independent models, each with its own encoder (E blocks
                    of `hidden` units side by side), as in the MACH paper

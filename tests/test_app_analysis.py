@@ -46,7 +46,7 @@ def test_connectivity_matrix_and_reuse():
 
 def test_model_structure_of_a_group_shared_head(tiny):
     ds, _ = tiny
-    cfg = TrainConfig.of(data="x", head="group_shared", hidden=32, fanin=8, group_size=8, epochs=1)
+    cfg = TrainConfig.of(data="x", head="group_shared", hidden=32, fanin=8, group_size=8, epochs=1, dense_share=0)
     model = Trainer(cfg, dataset=ds).model
     groups, idx = model.label_groups(), analysis.head_index(model)
     assert idx.shape == (15, 8) and groups.shape == (120,)

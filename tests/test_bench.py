@@ -125,11 +125,11 @@ def test_step_trains_and_fused_equals_unfused_loss():
 @pytest.mark.parametrize("n_labels", [None, 100_000], ids=["sample", "L=100,000"])
 def test_the_train_page_memory_of_a_sparse_head_matches_the_measured_peak(n_labels):
     # a memory measurement, not a timing: the Train page's figure (head_memory of the default
-    # recipe, a group-shared head) against the benchmark's probe of the same head at the same
+    # recipe's group-shared head, without its dense part: the probe builds the sparse layer) against the benchmark's probe of the same head at the same
     # shape: what its training steps add to a warm process at their peak (engine/bench/probe.py).
     # The probe's RSS also holds what the allocator keeps of freed buffers: within 25 %.
     ds = load_dataset("sample")
-    config = TrainConfig()
+    config = TrainConfig.of(dense_share=0)
     mc = config.model_config(ds.n_features, n_labels or ds.n_labels)
     assert mc.head.name == "group_shared"
     shown = head_memory(mc, config.batch_size)["total"] / 2 ** 20

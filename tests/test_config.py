@@ -40,8 +40,17 @@ def test_the_flat_form_older_runs_stored_is_read():
            "backend": "auto", "seed": 3, "data": "sample", "groups": "clustered", "index_init": "random",
            "epochs": 2}
     c = TrainConfig.from_dict(old)
-    assert c.model.head == GroupSharedSettings(fanin=16, group_size=8, groups="clustered")
+    # stored before group-shared heads had a dense part: none, whatever today's default
+    assert c.model.head == GroupSharedSettings(fanin=16, group_size=8, groups="clustered", dense_share=0)
     assert (c.model.hidden, c.model.seed, c.epochs) == (64, 3, 2)
+
+
+def test_a_group_shared_config_stored_before_the_dense_part_has_none():
+    new = TrainConfig.of(head="group_shared", fanin=16).to_dict()
+    assert new["model"]["head"]["dense_share"] == 0.1 == TrainConfig.from_dict(new).model.head.dense_share
+    del new["model"]["head"]["dense_share"]
+    assert TrainConfig.from_dict(new).model.head.dense_share == 0
+    assert TrainConfig.from_dict({"head": "dense_sparse", "head_size": 5}).model.head.head_size == 5
 
 
 def test_flat_names_are_unique_and_are_the_cli_flags():

@@ -137,7 +137,7 @@ def test_clustered_slots_hold_similar_labels_on_real_data(name):
     if not (DATASETS / name).exists():
         pytest.skip(f"{DATASETS / name} not present")
     ds = load_dataset(DATASETS / name)
-    configs = {groups: TrainConfig.of(head="group_shared", group_size=32, groups=groups).model_config(
+    configs = {groups: TrainConfig.of(head="group_shared", group_size=32, groups=groups, dense_share=0).model_config(
         ds.n_features, ds.n_labels) for groups in ("clustered", "random")}
     E = pifa(ds.X_train, ds.Y_train)
     Yb = sp.csc_matrix(ds.Y_train, dtype=np.float64)

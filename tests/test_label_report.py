@@ -41,7 +41,8 @@ def test_label_report_agrees_with_the_model_and_the_scores(trained):
     trainer, ds, top = trained
     model = trainer.model
     freq = np.asarray(ds.Y_test.sum(0)).ravel()
-    label = int(np.argmax(freq))
+    assert label_report(model, ds, int(np.argmax(freq)), top)["group"] is None    # in the dense part
+    label = int(np.argmax(np.where(model.label_groups() >= 0, freq, -1)))        # the sparse part's most frequent
     r = label_report(model, ds, label, top, embeddings=np.eye(40) + 0.01, max_missed=2)
     s = label_scores(ds.Y_test, top)
     assert r["test_freq"] == s["positives"][label] == freq[label]

@@ -22,8 +22,9 @@ def test_small_layers_have_the_engine_sets_and_hand_counted_reads():
     assert np.array_equal(shared.idx, head.idx.numpy())                # the sets the engine draws
 
 
-def test_forward_reads_of_the_default_settings_fall_with_the_group_size():
-    reads = {m: forward_reads(TrainConfig.of(group_size=m).model_config(1000, 2000), 256) for m in (1, 8, 32)}
+def test_forward_reads_of_the_group_shared_layer_fall_with_the_group_size():
+    reads = {m: forward_reads(TrainConfig.of(group_size=m, dense_share=0).model_config(1000, 2000), 256)
+             for m in (1, 8, 32)}
     assert reads[1]["inputs"] == 8 * reads[8]["inputs"] == 8 * 4 * 256 * 250 * 64    # G = L / m gathers of k
     assert reads[32]["inputs"] == 4 * 256 * 63 * 64 and reads[32]["index"] == 4 * 63 * 64     # G = 63 groups
     dense = forward_reads(TrainConfig.of(head="dense").model_config(1000, 2000), 256)

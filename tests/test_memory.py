@@ -27,13 +27,14 @@ def test_params_match_the_model(kw):
     index = model.sparse.idx.numel() * 4 if model.sparse is not None else 0
     assert mem["index"] == index
     # the unfused loss holds 5 (B, L) buffers at its peak (logits, targets, ...); the fused one no logits
-    unfused = {"dense": 50, "dense_sparse": 10, "mach": 2 * 16}.get(c.head.name, 0)
+    unfused = {"dense": 50, "group_shared": 5, "dense_sparse": 10, "mach": 2 * 16}.get(c.head.name, 0)
     assert mem["logits"] == 5 * 8 * unfused * 4
     assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
 
 
 def test_the_fused_loss_holds_its_gradients_and_batch_buffers_not_logits():
-    c = ModelConfig.of(n_features=10, n_labels=1000, hidden=64, head="group_shared", fanin=8, group_size=10)
+    c = ModelConfig.of(n_features=10, n_labels=1000, hidden=64, head="group_shared", fanin=8, group_size=10,
+                       dense_share=0)
     s = head_shape(c)
     assert (s.fused_slots, s.fused_groups, s.fused_params) == (1000, 100, 1000 * 9)
     mem = step_memory(s, 32, threads=4)
@@ -48,7 +49,7 @@ def test_the_fused_loss_holds_its_gradients_and_batch_buffers_not_logits():
 def test_sparse_is_k_over_d_of_dense():
     dense = head_memory(ModelConfig.of(n_features=10, n_labels=100_000, hidden=512, head="dense"))
     sparse = head_memory(ModelConfig.of(n_features=10, n_labels=100_000, hidden=512, head="group_shared",
-                                     fanin=32, group_size=32))
+                                     fanin=32, group_size=32, dense_share=0))
     assert sparse["params"] / dense["params"] == pytest.approx(33 / 513, rel=1e-3)
     assert sparse["total"] < dense["total"] / 10                          # no (B, L) logits
 
@@ -72,7 +73,7 @@ def test_the_estimate_counts_the_grouping_as_its_own_phase():
     csr = 8 * e + 8 * L
     assert clustering_memory(L, D, 1250, e, threads=2) == max(40 * e, 4 * csr + 160 * L + 4 * (3 * 1250 * D + 2 * 16 * D))
     sparse = estimate_bytes(TrainConfig.of(head="group_shared", hidden=64, fanin=8, group_size=4,
-                                        groups="clustered"), (D, L), pifa_nnz=e)
+                                        groups="clustered", dense_share=0), (D, L), pifa_nnz=e)
     assert sparse["grouping"] == clustering_memory(L, D, 1250, e) < L * D * 4      # not one dense copy
 
 

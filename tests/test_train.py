@@ -74,7 +74,7 @@ def test_sparse_slots_cover_every_label_once(tiny):
         model = Trainer(config(**settings), tiny).model
         slots = model.slot_of_label.numpy()
         assert sorted(slots) == sorted(set(slots)) and len(slots) == 50
-        assert (model.label_of_slot >= 0).sum() == 50 and model.n_slots % 7 == settings.get("head_size", 0) % 7
+        assert (model.label_of_slot >= 0).sum() == 50 and model.n_slots % 7 == model.n_dense % 7
     # dense_sparse: the 10 most frequent labels sit in the dense part
     counts = tiny.Y_train.sum(axis=0).A1
     assert set(np.flatnonzero(slots < 10)) == set(np.argsort(-counts, kind="stable")[:10])
@@ -144,7 +144,8 @@ def test_no_encoder_the_head_reads_the_features(tiny):
     # hidden = 0: h = X (densified; dropout only in training), and a group's centroid inputs are the
     # k largest entries of its labels' summed PIFA rows over the features themselves
     from engine.grouping import LabelGroups, group_index, pifa
-    trainer = Trainer(config(head="group_shared", hidden=0, groups="clustered", index_init="centroid"), tiny)
+    trainer = Trainer(config(head="group_shared", hidden=0, groups="clustered", index_init="centroid",
+                             dense_share=0), tiny)
     model = trainer.model
     assert model.embed is None and model.config.head_in == tiny.n_features == model.sparse.in_features
     model.eval()

@@ -10,7 +10,7 @@ from engine.__main__ import main
 from engine.validation import BestWeights, validation_rows
 
 STOPS = dict(hidden=32, fanin=8, group_size=4, batch_size=64, val_fraction=0.2, patience=2, eval_every=2,
-             lr=0.05, epochs=12, dropout=0.0, warmup=0.0, decay="none")   # on `tiny`: the best at step 28, stops at 32 of 48
+             lr=0.05, epochs=12, dropout=0.0, warmup=0.0, decay="none", dense_share=0)   # on `tiny`: the best at step 28, stops at 32 of 48
 
 
 @pytest.fixture(scope="module")

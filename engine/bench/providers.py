@@ -90,7 +90,7 @@ def provider_shape(name, in_features, n_labels, fanin, group_size):
     if name == "torch.sparse":
         return HeadShape(d, L * k + L, 8 * L * k + 8 * (L + 1), L)
     return head_shape(ModelConfig.of(head=MODEL_HEADS[name], hidden=d, fanin=k, group_size=group_size,
-                                     n_features=d, n_labels=L))
+                                     dense_share=0, n_features=d, n_labels=L))     # the layer alone
 
 
 def label_name(name, k, m):

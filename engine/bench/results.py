@@ -18,7 +18,7 @@ from ..memory import head_memory
 from ..train import Trainer
 
 K, M = 64, 32     # fan-in hidden/8 and group size of every sparse row
-SPARSE = dict(fanin=K, group_size=M)
+SPARSE = dict(fanin=K, group_size=M, dense_share=0)      # the sparse layer alone, no dense part
 DST = dict(dst="random", dst_every=50, dst_zeta=0.3, dst_until=0.75)
 LINEAR = dict(hidden=0, lr=1e-2)                     # no encoder: the head reads the input features
 BASE = dict(lr=1e-3)                                  # the table's step size (the README's numbers), not the defaults
@@ -38,6 +38,7 @@ CONFIGS = {
                                                           intermediate=512, **SPARSE, **DST),
     "group-shared, clustered + auxiliary": dict(head="group_shared", groups="clustered", aux=1.0, **SPARSE),
     "dense head + group-shared tail": dict(head="dense_sparse", groups="clustered", head_size=100, **SPARSE),
+    "group-shared with its default dense part (top 10 %)": dict(head="group_shared", fanin=K, group_size=M),
     "MACH": dict(head="mach", mach_reps=4, mach_buckets=0),    # buckets: L/16, so R·B = L/4
     "dense on the features": dict(**LINEAR, head="dense"),
     "group-shared on the features, random groups": dict(**LINEAR, **ON_FEATURES, groups="random"),
