@@ -367,8 +367,8 @@ def test_the_estimate_counts_the_head_encoder_and_batch():
         check_memory(TrainConfig.of(head="dense", hidden=64, batch_size=32), 1000, 500, budget=2 * four["total"] - 1,
                      **sharded)
     # no encoder: no encoder weights, and the densified input batch (B, D) and eval rows (1024, D)
-    linear = estimate_bytes(TrainConfig.of(head="group_shared", hidden=0, fanin=8, group_size=4, batch_size=32),
-                            (1000, 500))
+    linear = estimate_bytes(TrainConfig.of(head="group_shared", hidden=0, fanin=8, group_size=4, batch_size=32,
+                                           dense_share=0), (1000, 500))
     assert linear["encoder"] == 0
     assert linear["activations"] == 4 * 32 * 1000 * 4
     # the fused top-k holds no logits: its transposed input (d = D here) and the D features per row

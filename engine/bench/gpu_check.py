@@ -11,7 +11,7 @@ own time, never the others' results); what a part has measured when it is stoppe
     heads    engine.bench.heads on the GPU at L = 100,000 and 670,091 (B = 256, d = 512, k = 32, m = 32):
              forward, forward + backward, training step with Adam (the sparse heads' fused), of
              group-shared and fixed fan-in against nn.Linear(d, L), torch.sparse, nn.Linear(k, L)
-    memory   peak GPU memory of a full group-shared training step with Adam at L = 670,091
+    memory   peak GPU memory of a full training step with Adam at L = 670,091 (the recipe's head)
     train    the sample trained by the Trainer with device "cuda", then "cpu": P@1, P@5 and time
 
 The time left is split among the parts still to run by their SHARES, so the whole stays within
@@ -204,8 +204,9 @@ def heads_part(deadline):
 
 
 def memory_part(deadline):
-    """Two training steps (loss, backward, Adam) of the whole model, encoder and group-shared head,
-    at Amazon-670K's shape on the GPU: the peak memory of torch's allocator and of CuPy's pool."""
+    """Two training steps (loss, backward, Adam) of the whole model, encoder and the recipe's
+    group-shared head (with its dense part), at Amazon-670K's shape on the GPU: the peak memory of
+    torch's allocator and of CuPy's pool."""
     import cupy
     import torch
     from ..config import ModelConfig, TrainConfig
@@ -216,7 +217,7 @@ def memory_part(deadline):
     torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     model = XMCModel(ModelConfig.of(backend="cuda", n_features=D, n_labels=L, **settings)).cuda()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)   # as the Trainer
     X, Y = random_rows(B, D, FEATURES_PER_ROW), csr(*random_labels(B, L), L)
     for _ in range(2):                                                 # the second with Adam's state
         loss, _ = model.loss(SparseInput(X).to("cuda"), Y)
