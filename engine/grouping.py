@@ -643,8 +643,9 @@ def label_layout(config: ModelConfig, X, Y):
 
     Sparse parts place labels group by group: the head's `groups` "random" or "clustered" (balanced
     hierarchical 2-means on PIFA embeddings); the most frequent labels come first, in the dense
-    part (ModelConfig.n_dense of them: group_shared's dense_share, dense_sparse's head_size). Seeded by config.seed. The embeddings stay sparse (see
-    engine.memory.grouping_memory for the bytes)."""
+    part (ModelConfig.n_dense of them: group_shared's dense_share, dense_sparse's head_size).
+    Seeded by config.seed. The embeddings stay sparse (see engine.memory.grouping_memory for the
+    bytes)."""
     L, head, seed = config.n_labels, config.head, config.seed
     clustered = head.name in GROUPED_HEADS and head.groups == "clustered"
     needs_pifa = config.aux_clusters or clustered
