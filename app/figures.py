@@ -226,15 +226,14 @@ def time_to_accuracy(curves, peers, metric="P@1"):
     """Test `metric` (%) against training seconds (log scale): a line per run, curves = {name:
     [(seconds, score in [0, 1]), ...]} (one point per evaluation), and a marker per peer, peers =
     {name: (seconds, score in [0, 1])} (its one trained model)."""
-    fig = go.Figure()
+    fig, hover = go.Figure(), "%{x:.1f} s<br>" + metric + " %{y:.2f}<extra></extra>"
     for i, (name, points) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(x=[s for s, _ in points], y=[100 * v for _, v in points], mode="lines+markers",
-                                 name=esc(name), line=dict(color=PALETTE[i % 8]),
-                                 hovertemplate="%{x:.1f} s<br>" + metric + " %{y:.2f}<extra></extra>"))
+                                 name=esc(name), line=dict(color=PALETTE[i % 8]), hovertemplate=hover))
     for j, (name, (seconds, score)) in enumerate(peers.items()):
         fig.add_trace(go.Scatter(x=[seconds], y=[100 * score], mode="markers", name=esc(name),
                                  marker=dict(size=13, symbol="diamond", color=PALETTE[(len(curves) + j) % 8]),
-                                 hovertemplate="%{x:.1f} s<br>" + metric + " %{y:.2f}<extra></extra>"))
+                                 hovertemplate=hover))
     fig.update_xaxes(type="log", title="training seconds")
     fig.update_yaxes(title=f"test {metric} (%)")
     return _layout(fig, f"Time to accuracy: test {metric} against training time (up and left is better)")

@@ -148,8 +148,8 @@ def cmd_train(args):
     if last_eval is not None:
         print("test: " + format_scores(last_eval))
         if "best_step" in last_eval:
-            print(f"the weights of step {last_eval['best_step']}, the best validation nDCG@5"
-                  f"{' (stopped early: no better one in ' + str(config.patience) + ' evaluations)' if trainer.step < trainer.total_steps else ''}")
+            early = f" (stopped early: no better one in {config.patience} evaluations)" if trainer.patience_spent else ""
+            print(f"the weights of step {last_eval['best_step']}, the best validation nDCG@5{early}")
     if ranks:
         run.save_ranks(ranks)
         for r in ranks:

@@ -531,12 +531,17 @@ def _label_rows(scores, labels):
     return S
 
 
-def _groups_per_block(groups, scores):
+def groups_per_block(group_size, d, entries_per_label):
     """Groups of a centroid block: its (r, d) float64 centroids and the rows of scores its labels
-    read (r·m rows: d entries each if dense, the mean row's if sparse) each at most _CHUNK/4 entries."""
+    read (r·m rows of `entries_per_label` entries: d if dense, the mean row's if sparse) each at
+    most _CHUNK/4 entries. engine.memory counts a block of this size."""
+    return max(1, min(_CHUNK // 4 // max(d, 1), int(_CHUNK // 4 // max(group_size * entries_per_label, 1))))
+
+
+def _groups_per_block(groups, scores):
+    """groups_per_block of checked scores (ndarray, csr or PifaRows)."""
     L, d = scores.shape
-    per_label = scores.nnz / max(L, 1) if sp.issparse(scores) else d
-    return max(1, min(_CHUNK // 4 // max(d, 1), int(_CHUNK // 4 // max(groups.group_size * per_label, 1))))
+    return groups_per_block(groups.group_size, d, scores.nnz / max(L, 1) if sp.issparse(scores) else d)
 
 
 def _centroid_blocks(groups, scores):

@@ -53,7 +53,7 @@ Whole run (estimate_bytes):
                  Centroid input sets of a head on a hidden layer (grouping.centroid_index):
                  the hidden rows of at most CENTROID_POINTS training points, float32 and a float64
                  copy, 12·n·d, the G·k int32 sets it makes, and one block of r groups at a time
-                 (r·m·d ≤ CHUNK/4, as grouping._groups_per_block): its labels' PIFA rows in the
+                 (r·m·d ≤ CHUNK/4, grouping.groups_per_block): its labels' PIFA rows in the
                  head's space (float64 sums, their scaled copy, the float32 rows: 20 bytes an
                  entry) and its (r, d) centroids with their top-k's temporaries (TOPK_BYTES an
                  entry); centroid_index_memory. No L·d term (with no encoder it is sparse: not
@@ -72,7 +72,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .config import GROUPED_HEADS, ModelConfig
-from .grouping import _CHUNK as CHUNK, CENTROID_POINTS
+from .grouping import _CHUNK as CHUNK, CENTROID_POINTS, groups_per_block
 from .heads.mach import DECODE_CHUNK
 
 FLOAT, INDEX = 4, 4
@@ -163,7 +163,7 @@ def centroid_index_memory(n_labels, d, n_points, group_size, fanin):
     of PIFA rows whatever the labels."""
     L, m = n_labels, group_size
     G = -(-L // m)
-    r = min(G, max(1, CHUNK // 4 // (m * d)))                        # groups a block
+    r = min(G, groups_per_block(m, d, d))                            # groups a block (dense rows)
     return 12 * n_points * d + INDEX * G * fanin + CENTROID_BYTES * min(L, r * m) * d + TOPK_BYTES * r * d
 
 
