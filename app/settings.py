@@ -14,12 +14,12 @@ HEAD_NAMES = {"dense": "dense (nn.Linear)", "fixed_fanin": "fixed fan-in", "grou
 SIDEBAR = ("head", "hidden", "fanin", "group_size", "groups", "index_init", "head_size", "dense_share",
            "mach_buckets", "mach_reps", "mach_members", "seed")
 PAGE = ("epochs", "lr", "batch_size", "eval_every", "warmup", "decay", "val_fraction", "patience", "dropout",
-        "normalize", "dst", "dst_every", "dst_zeta")
+        "dense_dropout", "normalize", "dst", "dst_every", "dst_zeta")
 RECIPE = SIDEBAR + PAGE   # what a preset sets
 MACHINE = ("device",)     # drawn by the sidebar only where this machine offers a choice (a GPU)
 CONTROLLED = RECIPE + MACHINE
 ADVANCED = ("groups", "index_init", "mach_members", "warmup", "decay", "val_fraction", "patience", "dropout",
-            "normalize", "dst", "dst_every", "dst_zeta")  # not in classroom mode
+            "dense_dropout", "normalize", "dst", "dst_every", "dst_zeta")  # not in classroom mode
 # how a control draws when its declaration alone does not say (else: choices -> selectbox, bool ->
 # toggle, a list of values -> select slider, a (low, high) range -> slider)
 KIND = {"groups": "radio", "index_init": "radio", "device": "radio", "seed": "number", "eval_every": "number",

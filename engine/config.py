@@ -211,6 +211,10 @@ class ModelSettings:
                           ui=[0, 64, 128, 256, 512])
     intermediate: int = setting(0, "penultimate layer width", "intermediate layer", low=0, zero="0 = none")
     dropout: float = setting(0.3, "dropout on the encoder's layers", "dropout", low=0.0, below=1.0, ui=(0.0, 0.9))
+    dense_dropout: float = setting(0.4, "further dropout on the inputs of a dense output layer (the dense head, a "
+                                   "group-shared head's dense part), after the encoder's: the frequent labels it "
+                                   "scores over-fit first", "dense-layer dropout", low=0.0, below=1.0,
+                                   zero="0 = the encoder's only", ui=(0.0, 0.9))
     backend: str = setting("auto", "kernel backend of the sparse heads", "backend", choices=BACKENDS)
     seed: int = setting(0, "seeds initialisation, index sets, hashes, batches", "seed", low=0, high=2**63 - 1,
                         ui=(0, 10**6))
@@ -298,7 +302,10 @@ class ModelConfig(ModelSettings):
         return self.head.group_size if self.head.name in GROUPED_HEADS else 1
 
 
-_BEFORE_DENSE_SHARE = {"dense_share": 0.0}     # what a stored group-shared config without it meant
+# what a stored config without these settings meant: they came later, and their absence is the
+# model the run trained (no dense part, no dense-layer dropout), whatever today's defaults are
+_BEFORE_MODEL = {"dense_dropout": 0.0}
+_BEFORE_GROUP_SHARED = {"dense_share": 0.0}
 
 
 @dataclass
@@ -370,14 +377,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d):
         """The TrainConfig of config.json's object: the nested form of `to_dict`, or the flat one.
-        A group-shared head stored without `dense_share` is from before that setting: it had no
-        dense part (0), whatever today's default is."""
+        A config stored without `dense_dropout` (or a group-shared head without `dense_share`) is from
+        before that setting: it had none (0), whatever today's default is."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a JSON object (a dict), got {type(d).__name__}")
         if "model" not in d:
-            return cls.of(**{**_BEFORE_DENSE_SHARE, **d} if d.get("head", "group_shared") == "group_shared" else d)
+            before = {**_BEFORE_MODEL, **(_BEFORE_GROUP_SHARED if d.get("head", "group_shared") == "group_shared" else {})}
+            return cls.of(**{**before, **d})
         _refuse_unknown(d, ("model", *TRAIN_FIELDS))
-        model = _object(d["model"], "model")
+        model = {**_BEFORE_MODEL, **_object(d["model"], "model")}
         _refuse_unknown(model, ("head", *MODEL_FIELDS), "model.")
         head = dict(_object(model.get("head", {"name": "group_shared"}), "model.head"))
         name = head.pop("name", None)
@@ -385,7 +393,7 @@ class TrainConfig:
         cls_ = HEAD_SETTINGS[name]
         _refuse_unknown(head, [f.name for f in dataclasses.fields(cls_)], "model.head.")
         if name == "group_shared":
-            head = {**_BEFORE_DENSE_SHARE, **head}
+            head = {**_BEFORE_GROUP_SHARED, **head}
         settings = ModelSettings(head=cls_(**head), **{k: v for k, v in model.items() if k != "head"})
         return cls(model=settings, **{k: v for k, v in d.items() if k != "model"})
 

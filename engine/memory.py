@@ -32,8 +32,9 @@ Whole run (estimate_bytes):
                  × 4 copies (weights, gradients, Adam's two moments)
     head         head_memory
     activations  a batch's hidden layers and their gradients, ReLU and dropout masks:
-                 4·B·(hidden + intermediate + 2·aux clusters); with no encoder (hidden = 0) the
-                 densified input batch takes hidden's place: 4·B·D
+                 4·B·(hidden + intermediate + 2·aux clusters [+ d, a dense layer's dropped-out
+                 input]); with no encoder (hidden = 0) the densified input batch takes hidden's
+                 place: 4·B·D
     eval         one prediction batch of 1024 rows: the unfused logits (1024 × n_dense | R·N; MACH
                  twice, logits and probabilities, and its decoded top-k's chunks: 6 buffers of
                  min(1024·L, DECODE_CHUNK) scores), the fused top-k's transposed input (1024 × d),
@@ -202,6 +203,7 @@ def estimate_bytes(config, dataset_shape, shards=1, pifa_nnz=None):
     shape = head_shape(mc)
     dense_x = 0 if mc.hidden else mc.n_features                     # no encoder: X densified per batch
     fused_x = mc.head_in if shape.fused_slots else 0
+    dense_drop = mc.head_in if mc.n_dense and mc.dense_dropout else 0    # the dense layer's dropped-out input
     unfused = -(-shape.unfused // shards)
     decode = 0
     if mc.head.name == "mach":                          # logits and probabilities, decoded chunks
@@ -209,7 +211,7 @@ def estimate_bytes(config, dataset_shape, shards=1, pifa_nnz=None):
     out = {
         "encoder": 4 * enc * FLOAT,
         "head": -(-step_memory(shape, B)["total"] // shards),
-        "activations": 4 * B * (mc.encoder_width + dense_x + mc.intermediate + 2 * mc.aux_clusters) * FLOAT,
+        "activations": 4 * B * (mc.encoder_width + dense_x + mc.intermediate + 2 * mc.aux_clusters + dense_drop) * FLOAT,
         "eval": (EVAL_BATCH * (unfused + fused_x + dense_x) + decode) * FLOAT,
         # early stopping keeps a copy of the best evaluation's weights (engine.validation)
         "best weights": (enc + -(-head_params(mc) // shards)) * FLOAT if config.val_fraction else 0,

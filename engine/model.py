@@ -4,6 +4,9 @@
     h = dropout(relu(h · U + u))          optional intermediate layer, U: (hidden, intermediate)
     Z = head(h)                           Z: (B, L) logits
 
+A dense output layer (the dense head, a dense part) reads dropout(h) with a further `dense_dropout`:
+it scores the frequent labels, which over-fit first, while the sparse part's labels read h.
+
 With hidden = 0 there is no encoder: h = dropout(X), densified per batch, and the head reads the
 D input features themselves (a linear model). There a group's index set is a set of features,
 so which labels share it decides which features each label can see at all.
@@ -115,7 +118,8 @@ class XMCModel(nn.Module):
             raise ConfigError(f"mach_members={c.members} independent models do not split evenly over {block[1]} "
                               f"processes: use a multiple of {block[1]}")
         part = {name: (0, n) if block is None else _block_of(n, block, name) for name, n in sizes.items() if n}
-        self.dense = DenseHead(c.head_in, n_dense, block=part["dense part"]) if n_dense else None
+        self.dense = (DenseHead(c.head_in, n_dense, block=part["dense part"], dropout=c.dense_dropout)
+                      if n_dense else None)
         self.sparse = (GroupSharedHead(c.head_in, n_slots - n_dense, c.head.fanin, group_size=m, idx=index, seed=c.seed,
                                        backend=c.backend, block=part["groups"]) if c.sparse else None)
         self.mach = None

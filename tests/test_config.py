@@ -42,7 +42,7 @@ def test_the_flat_form_older_runs_stored_is_read():
     c = TrainConfig.from_dict(old)
     # stored before group-shared heads had a dense part: none, whatever today's default
     assert c.model.head == GroupSharedSettings(fanin=16, group_size=8, groups="clustered", dense_share=0)
-    assert (c.model.hidden, c.model.seed, c.epochs) == (64, 3, 2)
+    assert (c.model.hidden, c.model.seed, c.epochs, c.model.dense_dropout) == (64, 3, 2, 0)
 
 
 def test_a_group_shared_config_stored_before_the_dense_part_has_none():
@@ -51,6 +51,18 @@ def test_a_group_shared_config_stored_before_the_dense_part_has_none():
     del new["model"]["head"]["dense_share"]
     assert TrainConfig.from_dict(new).model.head.dense_share == 0
     assert TrainConfig.from_dict({"head": "dense_sparse", "head_size": 5}).model.head.head_size == 5
+
+
+@pytest.mark.parametrize("head", ["dense", "group_shared", "mach"])
+def test_a_config_stored_before_the_dense_layer_dropout_has_none(head):
+    new = TrainConfig.of(head=head).to_dict()
+    assert new["model"]["dense_dropout"] == 0.4 == TrainConfig.from_dict(new).model.dense_dropout
+    del new["model"]["dense_dropout"]
+    assert TrainConfig.from_dict(new).model.dense_dropout == 0
+    flat = TrainConfig.of(head=head).flat()
+    assert TrainConfig.from_dict(flat).model.dense_dropout == 0.4
+    del flat["dense_dropout"]
+    assert TrainConfig.from_dict(flat).model.dense_dropout == 0
 
 
 def test_flat_names_are_unique_and_are_the_cli_flags():

@@ -77,6 +77,7 @@ def test_shards_add_up_to_the_whole_head(tiny, head, world):
 
     def loss_and_grad(model):
         x = h.clone().requires_grad_(True)
+        torch.manual_seed(1)                  # the dense part's dropout mask: the same draw on every rank
         loss = model.head_loss(x, Y)
         loss.backward()
         return loss.item(), x.grad
@@ -93,7 +94,8 @@ def test_shards_add_up_to_the_whole_head(tiny, head, world):
         else:
             assert all(torch.equal(p, t) for p in pieces), name
     with torch.no_grad():
-        whole.eval()
+        for model in (whole, *shards):
+            model.eval()
         want = whole.mach.topk(h, 5) if whole.mach is not None else whole.scored_topk(h, 5)[1]
         if whole.mach is not None:
             probs = torch.cat([torch.sigmoid(s.mach(h)) for s in shards], dim=1)

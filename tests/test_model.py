@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from engine import ConfigError, TrainConfig, Trainer, generate
+from engine.heads import DenseHead
 from engine.model import SparseInput
 
 
@@ -34,11 +35,34 @@ def test_label_vectors_score_as_the_model(padded, kw):
     W, b = model.label_vectors()
     H = model.encode_all(padded.X_test)
     assert W.shape == (50, model.config.head_in) and b.shape == (50,) and model.training      # mode restored
+    model.eval()                                                    # the dense part's dropout off
     with torch.no_grad():
         logits = model.slot_logits(torch.from_numpy(H))[:, model.slot_of_label].numpy()
     np.testing.assert_allclose(H @ W.T + b, logits, rtol=1e-4, atol=1e-5)
     Ws, bs = model.label_vectors(sparse=True)
     assert np.array_equal(Ws.toarray(), W) and np.array_equal(bs, b)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.4])
+def test_the_dense_layer_reads_its_own_dropout_in_training_only(p):
+    # Z = dropout_p(h) · Wᵀ + b in training, a mask drawn from torch's RNG; h · Wᵀ + b in eval
+    head = DenseHead(12, 5, dropout=p)
+    h = torch.randn(7, 12, dtype=torch.float32)
+    torch.manual_seed(3)
+    z = head(h)
+    torch.manual_seed(3)
+    mask = torch.nn.functional.dropout(torch.ones_like(h), p)          # 0 or 1/(1-p)
+    torch.testing.assert_close(z, torch.nn.functional.linear(h * mask, head.weight, head.bias))
+    assert (mask == 0).any() == (p > 0)
+    head.eval()
+    torch.testing.assert_close(head(h), torch.nn.functional.linear(h, head.weight, head.bias))
+
+
+@pytest.mark.parametrize("kw", [{"head": "dense"}, {"head": "group_shared"}, {"head": "dense_sparse", "head_size": 10}],
+                         ids=["dense", "group_shared", "dense_sparse"])
+def test_the_dense_part_takes_the_configs_dense_dropout(padded, kw):
+    assert padded_model(padded, dense_dropout=0.25, **kw).dense.drop.p == 0.25
+    assert padded_model(padded, dense_dropout=0.0, **kw).dense.drop.p == 0.0
 
 
 def test_label_vectors_refuse_mach(padded):

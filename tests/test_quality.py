@@ -7,9 +7,9 @@ from engine import TrainConfig, Trainer
 from shared_data import DATASETS
 
 # (dataset, settings, P@1 bar); the README's results table comes from the same settings, measured
-# before the warm-up, the cosine decay and the group-shared head's dense part were the defaults (PLAIN
-# turns them off)
-PLAIN = dict(warmup=0.0, decay="none", dense_share=0.0)
+# before the warm-up, the cosine decay, the group-shared head's dense part and the dense layer's own
+# dropout were the defaults (PLAIN turns them off)
+PLAIN = dict(warmup=0.0, decay="none", dense_share=0.0, dense_dropout=0.0)
 BARS = [
     ("delicious", dict(head="dense", epochs=30, lr=1e-3), 0.670),
     ("delicious", dict(head="group_shared", fanin=64, group_size=32, epochs=30, lr=1e-3), 0.660),
@@ -31,8 +31,8 @@ def test_p_at_1_bar(name, settings, bar):
 
 
 # the recipe: `--head group_shared --fanin 64` at every other default (the README's "The recipe"
-# tables; measured P@1 / P@5 over seeds 0-2: delicious 68.01-68.41 / 58.15-58.44, bibtex 61.83-62.74 / 28.16-28.29)
-RECIPE_BARS = [("delicious", 0.675, 0.575), ("bibtex", 0.610, 0.278)]
+# tables; measured P@1 / P@5 over seeds 0-2: delicious 67.91-68.60 / 58.31-58.72, bibtex 62.23-62.94 / 28.30-28.47)
+RECIPE_BARS = [("delicious", 0.675, 0.580), ("bibtex", 0.615, 0.280)]
 
 
 @pytest.mark.slow

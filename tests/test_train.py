@@ -114,7 +114,7 @@ def test_centroid_index_init(tiny, head):
                          ids=lambda s: s["head"])
 def test_fused_loss_and_topk_match_the_unfused_path(tiny, settings):
     # the model's fused path (no (B, L) logits) gives the loss, gradients and top-k of the plain one
-    model = Trainer(config(dropout=0.0, groups="clustered", **settings), tiny).model
+    model = Trainer(config(dropout=0.0, dense_dropout=0.0, groups="clustered", **settings), tiny).model
     x, Y = SparseInput(tiny.X_train[:40]), tiny.Y_train[:40]
     grads = []
     for unfused in (False, True):

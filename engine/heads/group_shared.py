@@ -249,9 +249,11 @@ class GroupSharedHead(nn.Module):
 
 class DenseHead(nn.Module):
     """The dense baseline: nn.Linear(in_features, n_labels) with the heads' attributes (and its
-    initialisation, from torch's global generator). With block=(l0, l1): labels l0..l1-1 of it."""
+    initialisation, from torch's global generator). With block=(l0, l1): labels l0..l1-1 of it.
+    With dropout = p > 0, in training it reads dropout(h) (keeping 1 - p of the inputs, a mask per
+    point drawn from torch's RNG; every block of a split head draws the same mask), Z = dropout(h) · Wᵀ + b."""
 
-    def __init__(self, in_features, n_labels, bias=True, block=None):
+    def __init__(self, in_features, n_labels, bias=True, block=None, dropout=0.0):
         super().__init__()
         for name, v in (("in_features", in_features), ("n_labels", n_labels)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -259,6 +261,7 @@ class DenseHead(nn.Module):
         l0, l1 = check_block(block, int(n_labels), "labels")
         self.in_features, self.n_labels = int(in_features), l1 - l0
         self.linear = linear_block(self.in_features, int(n_labels), (l0, l1), bias)
+        self.drop = nn.Dropout(dropout)
 
     @property
     def weight(self):                                                  # (L, d)
@@ -269,10 +272,10 @@ class DenseHead(nn.Module):
         return self.linear.bias
 
     def forward(self, h):                                              # (B, d) -> (B, L)
-        return self.linear(h)
+        return self.linear(self.drop(h))
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, n_labels={self.n_labels}"
+        return f"in_features={self.in_features}, n_labels={self.n_labels}, dropout={self.drop.p}"
 
 
 # ---------------------------------------------------------------------------------------------
