@@ -212,7 +212,7 @@ class ModelSettings:
     intermediate: int = setting(0, "penultimate layer width", "intermediate layer", low=0, zero="0 = none")
     dropout: float = setting(0.3, "dropout on the encoder's layers", "dropout", low=0.0, below=1.0, ui=(0.0, 0.9))
     dense_dropout: float = setting(0.4, "further dropout on the inputs of a dense output layer (the dense head, a "
-                                   "group-shared head's dense part), after the encoder's: the frequent labels it "
+                                   "grouped head's dense part), after the encoder's: the frequent labels it "
                                    "scores over-fit first", "dense-layer dropout", low=0.0, below=1.0,
                                    zero="0 = the encoder's only", ui=(0.0, 0.9))
     backend: str = setting("auto", "kernel backend of the sparse heads", "backend", choices=BACKENDS)
@@ -382,8 +382,8 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a JSON object (a dict), got {type(d).__name__}")
         if "model" not in d:
-            before = {**_BEFORE_MODEL, **(_BEFORE_GROUP_SHARED if d.get("head", "group_shared") == "group_shared" else {})}
-            return cls.of(**{**before, **d})
+            group_shared = d.get("head", "group_shared") == "group_shared"
+            return cls.of(**{**_BEFORE_MODEL, **(_BEFORE_GROUP_SHARED if group_shared else {}), **d})
         _refuse_unknown(d, ("model", *TRAIN_FIELDS))
         model = {**_BEFORE_MODEL, **_object(d["model"], "model")}
         _refuse_unknown(model, ("head", *MODEL_FIELDS), "model.")

@@ -12,7 +12,8 @@ B points, on every rank:
 
     h      = encode(x)                        the same on every rank (same weights, same dropout draw)
     h      = SumGradients(h)                  identity; backward: dh = all_reduce(Σ_r dL_r/dh)
-    loss_r = BCE of rank r's slots on h       (+ w_aux · the auxiliary loss, on rank 0)
+    loss_r = BCE of rank r's slots on h       (+ w_aux · the auxiliary loss, on rank 0); a dense part's
+                                              own dropout mask is the same draw on every rank too
     loss_r.backward(); Adam                   the encoder gets Σ_r dL_r/dh: the same gradient everywhere
 
 With independent MACH members (mach_members = E, a multiple of N) rank r also owns its members'

@@ -437,11 +437,11 @@ def report(index, H, W, bias, Y_true, k=5, exact_top=None, exact_time=None):
 def train_dense_model(dataset, hidden=128, epochs=3, batch_size=512, lr=2e-3, dropout=0.2, seed=0,
                       verbose=False):
     """A dense-head model trained with engine.train.Trainer on `dataset`; returns (model, the
-    last eval record)."""
+    last eval record). A quick model of a few epochs: light dropout, none of the dense layer's own."""
     from .config import TrainConfig
     from .train import Trainer
     config = TrainConfig.of(data=dataset.name, head="dense", hidden=hidden, epochs=epochs,
-                            batch_size=batch_size, lr=lr, dropout=dropout, seed=seed)
+                            batch_size=batch_size, lr=lr, dropout=dropout, dense_dropout=0.0, seed=seed)
     trainer = Trainer(config, dataset=dataset)
     last = None
     for record in trainer.run():
