@@ -340,7 +340,7 @@ class Trainer:
         if rng is not None:
             self.rng_state = rng.clone()
         if self.best is not None:
-            self.best.load(tensors, meta.get("best"))
+            self.best.load(tensors, meta.get("best"), self.model)
         self.step = step
         self.epoch = step // self.steps_per_epoch
 

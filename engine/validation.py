@@ -83,8 +83,9 @@ class BestWeights:
                 "waited": self.waited, "restored": self.restored}
         return {f"best/{k}": v for k, v in (self.weights or {}).items()}, meta
 
-    def load(self, tensors, meta):
-        """The inverse of state(), from a checkpoint's tensors and its "best" metadata (a dict)."""
+    def load(self, tensors, meta, model):
+        """The inverse of state(), from a checkpoint's tensors and its "best" metadata (a dict); the
+        best weights must be `model`'s state dict, name for name and shape for shape."""
         try:
             score, step, waited, restored = meta["score"], meta["step"], meta["waited"], meta["restored"]
         except (KeyError, TypeError):
@@ -92,5 +93,11 @@ class BestWeights:
         weights = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
         if (score is None) != (not weights) or type(step) is not int or type(waited) is not int:
             raise CheckpointError("the checkpoint's early-stopping state is malformed")
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in weights.items()}
+        if weights and got != want:
+            name = min(set(got) ^ set(want) or {k for k in want if got[k] != want[k]})
+            raise CheckpointError(f"the checkpoint's best weights do not fit this model: {name!r} is "
+                                  f"{got.get(name, 'missing')} there, {want.get(name, 'not in the model')} here")
         self.score = -math.inf if score is None else float(score)
         self.step, self.waited, self.restored, self.weights = step, waited, bool(restored), weights or None

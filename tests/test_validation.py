@@ -1,6 +1,9 @@
 """Early stopping on a validation split (engine/validation.py): the split, the stop, the best weights
 kept, a stopped run that stays complete, and its settings checked."""
 
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -85,10 +88,19 @@ def test_best_weights_state_round_trips_and_bad_state_is_refused():
     assert set(tensors) == {"best/weight", "best/bias"} and meta == {"score": 0.4, "step": 5, "waited": 1,
                                                                      "restored": False}
     other = BestWeights(patience=2)
-    other.load(tensors, meta)
+    other.load(tensors, meta, model)
     assert (other.score, other.step, other.waited, other.restored) == (0.4, 5, 1, False)
     assert torch.equal(other.weights["weight"], model.weight)
     from engine import CheckpointError
     for bad in (None, {"score": 0.4}, {**meta, "step": "5"}, {**meta, "score": None}):
         with pytest.raises(CheckpointError, match="early-stopping state is malformed"):
-            BestWeights(2).load(tensors, bad)
+            BestWeights(2).load(tensors, bad, model)
+    # best weights of another model: named, nothing loaded
+    for other_tensors, name, there, here in [
+            ({**tensors, "best/weight": torch.zeros(5, 3)}, "weight", (5, 3), (2, 3)),
+            ({"best/weight": tensors["best/weight"]}, "bias", "missing", (2,)),
+            ({**tensors, "best/extra": torch.zeros(1)}, "extra", (1,), "not in the model")]:
+        target = BestWeights(2)
+        with pytest.raises(CheckpointError, match=re.escape(f"{name!r} is {there} there, {here} here")):
+            target.load(other_tensors, meta, model)
+        assert target.weights is None and target.score == -math.inf
